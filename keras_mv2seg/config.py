@@ -1,0 +1,252 @@
+"""Configs as plain, frozen data: model / data / train sections plus the reference's published results.
+
+Variants are made from a base by explicit overrides (:meth:`Config.replace`); an override key that names
+no field is an error, never ignored. ``get_config`` takes a table name (a file in ``configs/``) or a path
+to a config file, each of which defines ``CONFIG``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ModelConfig", "DataConfig", "TrainConfig", "Config", "Convention", "CONVENTIONS",
+    "get_config", "list_configs", "config_dir",
+]
+
+HEADS = ("fcn", "psp", "aspp", "sepaspp", "deeplab")
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Everything that differs between the mmseg and the official DeepLab implementations."""
+
+    name: str
+    padding: str  # "mmseg": symmetric (PyTorch) | "deeplab": TF 'same'
+    schedule: str  # output-stride rewrite rule, see models.mobilenet_v2.block_schedule
+    backbone_bn_epsilon: float
+    backbone_bn_momentum: float
+    head_bn_epsilon: float
+    input_scale: tuple[float, float, float]  # model input x -> x * scale + offset, per RGB channel
+    input_offset: tuple[float, float, float]
+    align_corners: bool  # resize convention for logits and decoder features
+    channel_rounding: str  # "mmseg": make_divisible(c * w, 8) | "deeplab": DeepLab's depth-multiplier rounding
+
+
+_MMSEG_MEAN = (123.675, 116.28, 103.53)
+_MMSEG_STD = (58.395, 57.12, 57.375)
+
+CONVENTIONS = {
+    "mmseg": Convention(
+        name="mmseg", padding="mmseg", schedule="mmseg",
+        backbone_bn_epsilon=1e-5, backbone_bn_momentum=0.9, head_bn_epsilon=1e-5,
+        input_scale=tuple(1.0 / s for s in _MMSEG_STD),
+        input_offset=tuple(-m / s for m, s in zip(_MMSEG_MEAN, _MMSEG_STD)),
+        align_corners=False, channel_rounding="mmseg",
+    ),
+    "deeplab": Convention(
+        name="deeplab", padding="deeplab", schedule="deeplab",
+        backbone_bn_epsilon=1e-3, backbone_bn_momentum=0.997, head_bn_epsilon=1e-5,
+        input_scale=(2.0 / 255.0,) * 3, input_offset=(-1.0,) * 3,
+        align_corners=True, channel_rounding="deeplab",
+    ),
+}
+
+
+def _choice(section, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {choices}, received {value!r}")
+
+
+def _positive(section, name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{section}.{name} must be a positive number, received {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    head: str = "fcn"  # fcn | psp | aspp | sepaspp (mmseg) | deeplab (official DeepLab head)
+    num_classes: int = 19
+    convention: str = "mmseg"  # mmseg | deeplab, see CONVENTIONS
+    output_stride: int = 8  # 8 (the table's D8), 16 or 32
+    widen_factor: float = 1.0  # mmseg widen_factor / DeepLab depth_multiplier
+    decode_channels: int = 512
+    aux_channels: int = 256  # auxiliary FCN head on the stride-8 96-channel feature; 0 = none
+    dropout: float = 0.1  # channel dropout before the classifier (mmseg Dropout2d)
+    pool_scales: tuple[int, ...] = (1, 2, 3, 6)  # psp
+    aspp_dilations: tuple[int, ...] = (1, 12, 24, 36)  # aspp / sepaspp
+    c1_channels: int = 48  # sepaspp / deeplab decoder: low-level projection
+    decoder_stride: int = 0  # deeplab: 4 adds the stride-4 decoder (ADE20K model); 0 = none
+    depthwise_implementation: str = "portable"  # portable | native, see models.layers.DepthwiseConv2D
+
+    def __post_init__(self):
+        _choice("model", "head", self.head, HEADS)
+        _choice("model", "convention", self.convention, tuple(CONVENTIONS))
+        _choice("model", "output_stride", self.output_stride, (8, 16, 32))
+        _choice("model", "decoder_stride", self.decoder_stride, (0, 4))
+        _choice("model", "depthwise_implementation", self.depthwise_implementation, ("portable", "native"))
+        for name in ("num_classes", "widen_factor", "decode_channels", "c1_channels"):
+            _positive("model", name, getattr(self, name))
+        if not isinstance(self.aux_channels, int) or self.aux_channels < 0:
+            raise ValueError(f"model.aux_channels must be an int >= 0 (0: no auxiliary head), received {self.aux_channels!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), received {self.dropout!r}")
+        if (self.head == "deeplab") != (self.convention == "deeplab"):
+            raise ValueError(
+                f"model.head {self.head!r} needs convention {'deeplab' if self.head == 'deeplab' else 'mmseg'!r}, "
+                f"received {self.convention!r}"
+            )
+        if self.decoder_stride and self.head != "deeplab":
+            raise ValueError("model.decoder_stride applies to the 'deeplab' head only (sepaspp has its own decoder)")
+
+    @property
+    def conventions(self) -> Convention:
+        return CONVENTIONS[self.convention]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cityscapes"  # cityscapes | ade20k | pascal_voc | toy
+    data_root: str = ""
+    crop_size: tuple[int, int] = (512, 1024)  # (height, width)
+    base_scale: tuple[int, int] = (2048, 1024)  # mmseg img_scale (long side, short side)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    ignore_index: int = 255
+    reduce_zero_label: bool = False  # ADE20K: 0 -> 255, L -> L - 1
+    test_mode: str = "whole"  # whole | slide
+
+    def __post_init__(self):
+        _choice("data", "dataset", self.dataset, ("cityscapes", "ade20k", "pascal_voc", "toy"))
+        _choice("data", "test_mode", self.test_mode, ("whole", "slide"))
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ValueError(f"data.crop_size must be (height, width) > 0, received {self.crop_size!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_iters: int = 80000
+    batch_size: int = 8  # global batch (reference: 4 GPUs x 2)
+    lr: float = 0.01
+    min_lr: float = 1e-4
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # PyTorch-style, coupled (added to the gradient)
+    aux_weight: float = 0.4
+    eval_interval: int = 8000
+    checkpoint_interval: int = 8000
+    sync_batchnorm: str = "heads"  # none | heads | all
+
+    def __post_init__(self):
+        _choice("train", "sync_batchnorm", self.sync_batchnorm, ("none", "heads", "all"))
+        for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval"):
+            _positive("train", name, getattr(self, name))
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # The reference's published numbers for this row (mIoU, fps, memory, source); information only.
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **overrides) -> "Config":
+        """A copy with fields overridden: ``decode_channels=64`` (a field name found in one section) or
+        ``**{"train.max_iters": 100}``; ``name`` and ``results`` too. Unknown keys are errors."""
+        top = {}
+        per_section: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+        for key, value in overrides.items():
+            if key in ("name", "results"):
+                top[key] = value
+                continue
+            section, _, attr = key.rpartition(".")
+            if section:
+                if section not in _SECTIONS or attr not in _field_names(_SECTIONS[section]):
+                    raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_all_keys())}")
+            else:
+                owners = [s for s, cls in _SECTIONS.items() if attr in _field_names(cls)]
+                if len(owners) != 1:
+                    raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_all_keys())}")
+                section = owners[0]
+            current = getattr(getattr(self, section), attr)
+            per_section[section][attr] = tuple(value) if isinstance(current, tuple) else value
+        sections = {s: dataclasses.replace(getattr(self, s), **kw) for s, kw in per_section.items() if kw}
+        return dataclasses.replace(self, **top, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _all_keys() -> list[str]:
+    return sorted(f"{s}.{f}" for s, cls in _SECTIONS.items() for f in _field_names(cls))
+
+
+def config_dir() -> Path:
+    """The ``configs/`` folder: ``$KERAS_MV2SEG_CONFIGS`` or the one beside the package (a checkout)."""
+    return Path(os.environ.get("KERAS_MV2SEG_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
+
+
+def list_configs() -> list[str]:
+    folder = config_dir()
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")) if folder.is_dir() else []
+
+
+def get_config(name_or_path: str | os.PathLike, **overrides) -> Config:
+    """Load a named config (a file ``configs/<name>.py``) or a config file path, then apply overrides."""
+    text = os.fspath(name_or_path)
+    path = Path(text) if text.endswith(".py") or os.sep in text else config_dir() / f"{text}.py"
+    if not path.is_file():
+        known = ", ".join(list_configs()) or f"none found in {config_dir()}"
+        raise ValueError(f"unknown config {text!r} (no file {path}); known configs: {known}")
+    spec = importlib.util.spec_from_file_location(f"keras_mv2seg_config_{path.stem.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = getattr(module, "CONFIG", None)
+    if not isinstance(config, Config):
+        raise ValueError(f"{path} must define CONFIG = keras_mv2seg.config.Config(...), found {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config
+
+
+# === Bases the config files build on ===
+
+def cityscapes_80k(name: str, head: str, **model) -> Config:
+    """mmseg M-V2-D8 on Cityscapes: 512x1024 crops, 80k iterations, batch 8 (4 GPUs x 2)."""
+    return Config(name=name, model=ModelConfig(head=head, num_classes=19, **model),
+                  data=DataConfig(dataset="cityscapes", crop_size=(512, 1024), base_scale=(2048, 1024)),
+                  train=TrainConfig(max_iters=80000, batch_size=8))
+
+
+def ade20k_160k(name: str, head: str, **model) -> Config:
+    """mmseg M-V2-D8 on ADE20K: 512x512 crops, 160k iterations, batch 16 (4 GPUs x 4)."""
+    return Config(name=name, model=ModelConfig(head=head, num_classes=150, **model),
+                  data=DataConfig(dataset="ade20k", crop_size=(512, 512), base_scale=(2048, 512),
+                                  reduce_zero_label=True),
+                  train=TrainConfig(max_iters=160000, batch_size=16, eval_interval=16000,
+                                    checkpoint_interval=16000))
+
+
+def deeplab_official(name: str, num_classes: int, dataset: str, crop_size, **model) -> Config:
+    """Official TF DeepLab MobileNetV2 (image pooling + aspp0 head), output stride 8 at evaluation."""
+    return Config(name=name,
+                  model=ModelConfig(head="deeplab", convention="deeplab", num_classes=num_classes,
+                                    decode_channels=256, aux_channels=0, dropout=0.0, **model),
+                  data=DataConfig(dataset=dataset, crop_size=tuple(crop_size), base_scale=tuple(crop_size)[::-1]),
+                  train=TrainConfig())

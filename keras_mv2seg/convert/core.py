@@ -1,0 +1,111 @@
+"""Weight porting core shared by the mmseg and DeepLab importers.
+
+An importer supplies ``source_key(layer, role) -> str | None`` (``None``: the layer is deliberately left as
+it is, e.g. a skipped classifier) and ``transform(layer, role, array) -> array``. :func:`port_weights`
+then checks every model weight and every source tensor and refuses to assign anything unless the mapping
+is complete: it raises one :class:`WeightMappingError` listing every missing key, every mis-shaped tensor
+and every unused source tensor that was not explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+logger = logging.getLogger("keras_mv2seg")
+
+# Keras variable name -> role; convs and depthwise convs both call their kernel "kernel".
+ROLES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+
+
+class WeightMappingError(ValueError):
+    """The source checkpoint and the model do not map one to one."""
+
+
+@dataclass
+class PortReport:
+    source: str
+    assigned: list[str] = field(default_factory=list)  # model variable paths
+    skipped_layers: list[str] = field(default_factory=list)  # model layers left untouched on purpose
+    skipped_source: list[str] = field(default_factory=list)  # source tensors not used, on purpose
+    ignored_source: list[str] = field(default_factory=list)  # bookkeeping tensors (step counters, slots)
+
+    def __str__(self):
+        return (f"{self.source}: set {len(self.assigned)} weights; left {len(self.skipped_layers)} layers as "
+                f"they were; skipped {len(self.skipped_source)} and ignored {len(self.ignored_source)} "
+                "source tensors")
+
+
+def weighted_layers(model: keras.Model):
+    """Every layer owning weights, nested models flattened."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from weighted_layers(layer)
+        elif layer.weights:
+            yield layer
+
+
+def variable_role(variable) -> str:
+    role = variable.path.rsplit("/", 1)[-1]
+    if role not in ROLES:
+        raise WeightMappingError(f"variable {variable.path} has role {role!r}, expected one of {ROLES}")
+    return role
+
+
+def port_weights(model: keras.Model, tensors: dict[str, np.ndarray], source_key, transform, *, source: str,
+                 ignore: tuple[str, ...] = (), skip_source: tuple[str, ...] = ()) -> PortReport:
+    """Assign ``tensors`` to ``model`` through ``source_key``/``transform``; all-or-nothing.
+
+    ``ignore``: glob patterns of source tensors that are bookkeeping (not weights). ``skip_source``: glob
+    patterns of weights the caller chose not to load (reported in the result, never an error).
+    """
+    report = PortReport(source)
+    plan, missing, mis_shaped, used = [], [], [], set()
+    for layer in weighted_layers(model):
+        keys = [(variable, source_key(layer, variable_role(variable))) for variable in layer.weights]
+        if all(key is None for _, key in keys):
+            report.skipped_layers.append(layer.name)
+            continue
+        for variable, key in keys:
+            if key is None:
+                missing.append(f"{variable.path} (no source name)")
+                continue
+            if key not in tensors:
+                missing.append(f"{key} (for {variable.path})")
+                continue
+            used.add(key)
+            value = transform(layer, variable_role(variable), np.asarray(tensors[key]))
+            if tuple(value.shape) != tuple(variable.shape):
+                mis_shaped.append(f"{key}: source {tuple(tensors[key].shape)} -> {tuple(value.shape)}, "
+                                  f"model {variable.path} expects {tuple(variable.shape)}")
+                continue
+            plan.append((variable, value))
+    unused = []
+    for key in tensors:
+        if key in used:
+            continue
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in ignore):
+            report.ignored_source.append(key)
+        elif any(fnmatch.fnmatchcase(key, pattern) for pattern in skip_source):
+            report.skipped_source.append(key)
+        else:
+            unused.append(key)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} model weights have no tensor in the source:\n  " + "\n  ".join(missing))
+    if mis_shaped:
+        problems.append(f"{len(mis_shaped)} tensors have the wrong shape:\n  " + "\n  ".join(mis_shaped))
+    if unused:
+        problems.append(f"{len(unused)} source tensors are not used by the model:\n  " + "\n  ".join(sorted(unused)))
+    if problems:
+        raise WeightMappingError(f"{source} does not fit model {model.name!r}; nothing was loaded.\n"
+                                 + "\n".join(problems))
+    for variable, value in plan:
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+        report.assigned.append(variable.path)
+    logger.info("%s", report)
+    return report

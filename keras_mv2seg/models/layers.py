@@ -1,0 +1,215 @@
+"""The few custom pieces the models need, and the one place for the padding convention.
+
+* :class:`DepthwiseConv2D` -- Keras' depthwise conv with a switch for dilated convolutions: the portable
+  form (Keras' own, lowered through SpaceToBatchND/BatchToSpaceND) or one native
+  ``DepthwiseConv2dNative`` op with ``dilations`` (what TFLite and oneDNN want).
+* :class:`ResizeBilinear` -- bilinear resize to the spatial size of a reference tensor, with half-pixel
+  centres (PyTorch ``align_corners=False``) or exact ``align_corners=True`` sampling (TF1 DeepLab).
+* :class:`AdaptiveAveragePooling2D` -- PyTorch's adaptive average pooling, overlapping bins included.
+* :func:`conv_bn_act` / :func:`separable_conv_bn_act` -- conv -> BN -> activation units with stable names.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+PADDING_CONVENTIONS = ("mmseg", "deeplab")
+DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, received {value!r}")
+
+
+def pad_for_conv(x, kernel_size: int, stride: int, dilation: int, convention: str, name: str):
+    """Apply the convention's padding; returns (tensor, keras padding mode for the conv itself).
+
+    ``mmseg`` pads symmetrically by ``dilation * (k // 2)`` as PyTorch does. Keras' 'same' is identical to
+    that for stride 1 and odd kernels, but for stride 2 it pads 0 before / 1 after on even sizes, so strided
+    convs get an explicit :class:`keras.layers.ZeroPadding2D`. ``deeplab`` uses TF's 'same' everywhere
+    (asymmetric for stride 2), exactly like the slim code the checkpoints were trained with.
+    """
+    _check_choice("convention", convention, PADDING_CONVENTIONS)
+    if kernel_size == 1 or convention == "deeplab" or stride == 1:
+        return x, "same"
+    pad = dilation * (kernel_size // 2)
+    return keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` whose dilated form can be one native op.
+
+    ``implementation="portable"`` (default) is Keras' own layer, which runs on every device; for dilation
+    > 1 TensorFlow lowers it to SpaceToBatchND -> conv -> BatchToSpaceND. ``implementation="native"`` calls
+    ``DepthwiseConv2dNative`` with ``dilations`` directly: one op, native in TFLite, but its TensorFlow
+    kernel supports dilation only where TensorFlow uses oneDNN (x86 CPU default), so it is chosen at export
+    time, not for training. Both forms share the weight layout (kh, kw, C, 1) and give the same result.
+    """
+
+    def __init__(self, *args, implementation: str = "portable", **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_choice("implementation", implementation, DEPTHWISE_IMPLEMENTATIONS)
+        self.implementation = implementation
+
+    def call(self, inputs):
+        if self.implementation == "portable" or max(self.dilation_rate) == 1:
+            return super().call(inputs)
+        if self.data_format != "channels_last" or self.depth_multiplier != 1:
+            raise ValueError("the native dilated depthwise op supports channels_last and depth_multiplier 1 only")
+        outputs = tf.raw_ops.DepthwiseConv2dNative(
+            input=inputs,
+            filter=tf.cast(self.kernel, inputs.dtype),
+            strides=[1, *self.strides, 1],
+            padding=self.padding.upper(),
+            dilations=[1, *self.dilation_rate, 1],
+        )
+        if self.use_bias:
+            outputs = outputs + tf.cast(self.bias, inputs.dtype)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class ResizeBilinear(keras.layers.Layer):
+    """Bilinear resize of ``inputs[0]`` to the height and width of ``inputs[1]`` (any size, known at run time).
+
+    ``align_corners=False``: half-pixel centres, no antialiasing -- PyTorch ``F.interpolate(...,
+    align_corners=False)`` and ``tf.image.resize``. ``align_corners=True``: ``src = dst * (in - 1) / (out - 1)``,
+    the TF1 ``resize_bilinear(align_corners=True)`` DeepLab used; Keras has no such mode.
+    """
+
+    def __init__(self, align_corners: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
+
+    def call(self, inputs):
+        images, reference = inputs
+        size = tf.shape(reference)[1:3]
+        resized = tf.raw_ops.ResizeBilinear(
+            images=images,
+            size=size,
+            align_corners=self.align_corners,
+            half_pixel_centers=not self.align_corners,
+        )
+        return tf.cast(resized, images.dtype)
+
+    def compute_output_shape(self, input_shapes):
+        images, reference = input_shapes
+        return (images[0], reference[1], reference[2], images[3])
+
+    def get_config(self):
+        return {**super().get_config(), "align_corners": self.align_corners}
+
+
+def adaptive_pool_matrix(length, bins: int, dtype=tf.float32):
+    """(bins, length) averaging matrix of PyTorch's adaptive pooling: bin i covers
+    ``[floor(i * L / bins), ceil((i + 1) * L / bins))`` -- bins overlap when ``bins`` does not divide L."""
+    length = tf.cast(length, tf.int32)
+    index = tf.range(bins, dtype=tf.int32)
+    start = (index * length) // bins
+    end = -((-(index + 1) * length) // bins)
+    position = tf.range(length, dtype=tf.int32)
+    inside = (position[None, :] >= start[:, None]) & (position[None, :] < end[:, None])
+    weights = tf.cast(inside, dtype)
+    return weights / tf.cast(end - start, dtype)[:, None]
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """``torch.nn.AdaptiveAvgPool2d(output_size)`` for NHWC tensors of any size, as two matrix products."""
+
+    def __init__(self, output_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if int(output_size) < 1:
+            raise ValueError(f"output_size must be a positive integer, received {output_size!r}")
+        self.output_size = int(output_size)
+
+    def call(self, inputs):
+        bins = self.output_size
+        if bins == 1:
+            return tf.reduce_mean(inputs, axis=(1, 2), keepdims=True)
+        shape = tf.shape(inputs)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        rows = adaptive_pool_matrix(height, bins, inputs.dtype)  # (s, H)
+        cols = adaptive_pool_matrix(width, bins, inputs.dtype)  # (s, W)
+        pooled = tf.matmul(rows, tf.reshape(inputs, [batch, height, width * channels]))  # (B, s, W*C)
+        pooled = tf.reshape(pooled, [batch * bins, width, channels])
+        pooled = tf.matmul(cols, pooled)  # (B*s, s, C)
+        return tf.reshape(pooled, [batch, bins, bins, channels])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size, self.output_size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+def _activate(x, activation: str | None, name: str):
+    if activation is None:
+        return x
+    if activation not in ("relu", "relu6"):
+        raise ValueError(f"activation must be 'relu', 'relu6' or None, received {activation!r}")
+    return keras.layers.ReLU(max_value=6.0 if activation == "relu6" else None, name=name)(x)
+
+
+def conv_bn_act(
+    x,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    activation: str | None = "relu",
+    epsilon: float = 1e-5,
+    momentum: float = 0.9,
+    convention: str = "mmseg",
+):
+    """Conv (no bias) -> BN -> activation; layers ``{name}_conv``, ``{name}_bn``, ``{name}_act``."""
+    x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
+        name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
+    return _activate(x, activation, f"{name}_act")
+
+
+def depthwise_bn_act(
+    x,
+    kernel_size: int,
+    name: str,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    activation: str | None = "relu",
+    epsilon: float = 1e-5,
+    momentum: float = 0.9,
+    convention: str = "mmseg",
+    implementation: str = "portable",
+):
+    """Depthwise conv (no bias) -> BN -> activation; layers ``{name}``, ``{name}_bn``, ``{name}_act``."""
+    x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
+    x = DepthwiseConv2D(
+        kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
+        implementation=implementation, name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
+    return _activate(x, activation, f"{name}_act")
+
+
+def separable_conv_bn_act(x, filters: int, name: str, *, dilation: int = 1, implementation: str = "portable",
+                          epsilon: float = 1e-5, convention: str = "mmseg"):
+    """3x3 depthwise -> BN -> ReLU -> 1x1 pointwise -> BN -> ReLU (mmcv DepthwiseSeparableConvModule,
+    DeepLab split_separable_conv2d); layers ``{name}_depthwise*`` and ``{name}_pointwise_*``."""
+    x = depthwise_bn_act(x, 3, f"{name}_depthwise", dilation=dilation, epsilon=epsilon, convention=convention,
+                         implementation=implementation)
+    return conv_bn_act(x, filters, 1, f"{name}_pointwise", epsilon=epsilon, convention=convention)
+

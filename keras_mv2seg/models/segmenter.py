@@ -1,0 +1,78 @@
+"""``build_segmenter``: RGB float32 0..255 NHWC images of any size -> float32 logits NHWC at the input size.
+
+Two views of one graph:
+
+* the inference model (default): output ``logits`` only;
+* the training model (``auxiliary=True``): outputs ``{"logits", "aux_logits"}``, both at the input size,
+  for a Keras loss dict with weights 1.0 / 0.4. It holds every weight of the inference model plus the
+  auxiliary head's, so its checkpoints round-trip everything; :func:`inference_model` takes the inference
+  view out of it, sharing the weights.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_mv2seg.config import CONVENTIONS, Config, ModelConfig
+from keras_mv2seg.models.heads import HEADS, auxiliary_head
+from keras_mv2seg.models.layers import ResizeBilinear
+from keras_mv2seg.models.mobilenet_v2 import mobilenet_v2_features
+
+
+def _model_config(config: Config | ModelConfig) -> tuple[str, ModelConfig]:
+    if isinstance(config, Config):
+        return config.name, config.model
+    if isinstance(config, ModelConfig):
+        return f"mobilenet_v2_{config.head}", config
+    raise TypeError(f"build_segmenter expects a Config or ModelConfig, received {type(config).__name__}")
+
+
+def normalize_images(images, model_config: ModelConfig):
+    """The reference normalisation, inside the model: mmseg (x - mean) / std, DeepLab x * 2/255 - 1."""
+    convention = CONVENTIONS[model_config.convention]
+    return keras.layers.Rescaling(list(convention.input_scale), list(convention.input_offset), name="normalize")(
+        images
+    )
+
+
+def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, input_shape=(None, None, 3),
+                    batch_size: int | None = None) -> keras.Model:
+    """Build the segmentation model of ``config`` as a Functional ``keras.Model``.
+
+    ``auxiliary=True`` returns the training model with outputs ``{"logits", "aux_logits"}`` (requires
+    ``model.aux_channels > 0``). ``input_shape`` may fix the spatial size (export, TFLite); by default any
+    height and width is accepted.
+    """
+    name, model_config = _model_config(config)
+    if auxiliary and not model_config.aux_channels:
+        raise ValueError(f"config {name!r} has no auxiliary head (model.aux_channels=0); use auxiliary=False")
+    images = keras.Input(tuple(input_shape), batch_size=batch_size, name="images", dtype="float32")
+    features = mobilenet_v2_features(normalize_images(images, model_config), model_config)
+    align = CONVENTIONS[model_config.convention].align_corners
+    logits = ResizeBilinear(align, name="logits", dtype="float32")([HEADS[model_config.head](features, model_config),
+                                                                   images])
+    if not auxiliary:
+        return keras.Model(images, logits, name=name)
+    aux_logits = ResizeBilinear(align, name="aux_logits", dtype="float32")([auxiliary_head(features, model_config),
+                                                                           images])
+    return keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The single-output (``logits``) view of a training model, sharing its weights; identity otherwise."""
+    if not isinstance(model.output, dict):
+        return model
+    return keras.Model(model.inputs, model.output["logits"], name=model.name)
+
+
+def intermediate_model(model: keras.Model, names=("c1", "c2", "c3", "c4")) -> keras.Model:
+    """A model returning the named internal tensors of a segmenter (backbone features and head logits),
+    for parity checks: ``c1..c4`` (backbone outputs), ``head`` and ``aux`` (logits before the resize)."""
+    layer_of = {"c1": "block2_add", "c2": "block5_add", "c3": "block12_add",
+                "c4": "block16_project_bn", "head": "decode_conv_seg", "aux": "aux_conv_seg"}
+    outputs = {}
+    for key in names:
+        if key not in layer_of:
+            raise ValueError(f"unknown intermediate {key!r}; choose from {sorted(layer_of)}")
+        outputs[key] = model.get_layer(layer_of[key]).output
+    return keras.Model(model.inputs, outputs)
