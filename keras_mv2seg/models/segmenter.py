@@ -62,7 +62,7 @@ def inference_model(model: keras.Model) -> keras.Model:
     """The single-output (``logits``) view of a training model, sharing its weights; identity otherwise."""
     if not isinstance(model.output, dict):
         return model
-    return keras.Model(model.inputs, model.output["logits"], name=model.name)
+    return keras.Model(model.input, model.output["logits"], name=model.name)
 
 
 def intermediate_model(model: keras.Model, names=("c1", "c2", "c3", "c4")) -> keras.Model:
@@ -75,4 +75,4 @@ def intermediate_model(model: keras.Model, names=("c1", "c2", "c3", "c4")) -> ke
         if key not in layer_of:
             raise ValueError(f"unknown intermediate {key!r}; choose from {sorted(layer_of)}")
         outputs[key] = model.get_layer(layer_of[key]).output
-    return keras.Model(model.inputs, outputs)
+    return keras.Model(model.input, outputs)

@@ -1,0 +1,97 @@
+"""Class names, palettes and label-id tables of the supported datasets: the one place for label mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0),
+    (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+# Cityscapes labelIds (0..33) of the 19 evaluated classes, in train-id order.
+CITYSCAPES_TRAIN_TO_LABEL_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+PASCAL_VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+TOY_CLASSES = ("road", "sky", "building", "vegetation", "car")
+
+CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES, "pascal_voc": PASCAL_VOC_CLASSES,
+           "toy": TOY_CLASSES}
+
+
+def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
+    """Names for ``num_classes`` classes of ``dataset``; the official DeepLab ADE20K model has 151 classes,
+    class 0 being 'other' (ignored), so its names are shifted by one."""
+    names = CLASSES.get(dataset)
+    if names is None:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(CLASSES)}")
+    if dataset == "ade20k" and num_classes == 151:
+        names = ("other",) + names
+    if len(names) != num_classes:
+        return tuple(names[i] if i < len(names) else f"class {i}" for i in range(num_classes))
+    return names
+
+
+def voc_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved), used for every dataset without an official palette."""
+    palette = np.zeros((num_classes, 3), np.uint8)
+    for index in range(num_classes):
+        value, shift = index, 7
+        while value:
+            for channel in range(3):
+                palette[index, channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+            shift -= 1
+    return palette
+
+
+def palette(dataset: str, num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours: Cityscapes' own for Cityscapes, the VOC map otherwise."""
+    if dataset == "cityscapes" and num_classes == len(CITYSCAPES_PALETTE):
+        return np.asarray(CITYSCAPES_PALETTE, np.uint8)
+    if dataset == "toy" and num_classes == len(TOY_CLASSES):
+        return np.asarray([CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(n)] for n in TOY_CLASSES], np.uint8)
+    return voc_palette(num_classes)
+
+
+def colorize(labels: np.ndarray, colours: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Class map [H, W] -> RGB uint8 [H, W, 3]; ``ignore_index`` (and any id without a colour) is black."""
+    labels = np.asarray(labels)
+    out = np.zeros((*labels.shape, 3), np.uint8)
+    valid = (labels >= 0) & (labels < len(colours)) & (labels != ignore_index)
+    out[valid] = colours[labels[valid]]
+    return out
+
+
+def cityscapes_label_id_to_train_id() -> np.ndarray:
+    """256-entry lookup table labelId -> trainId (255 for ignored ids)."""
+    table = np.full(256, 255, np.uint8)
+    for train_id, label_id in enumerate(CITYSCAPES_TRAIN_TO_LABEL_ID):
+        table[label_id] = train_id
+    return table
+
