@@ -250,3 +250,12 @@ def deeplab_official(name: str, num_classes: int, dataset: str, crop_size, **mod
                                     decode_channels=256, aux_channels=0, dropout=0.0, **model),
                   data=DataConfig(dataset=dataset, crop_size=tuple(crop_size), base_scale=tuple(crop_size)[::-1]),
                   train=TrainConfig())
+
+
+def toy(name: str, head: str, **model) -> Config:
+    """The built-in toy dataset (generated in data/toy on first use, Cityscapes layout and train ids):
+    small crops and a short schedule that trains in minutes on a CPU."""
+    return Config(name=name,
+                  model=ModelConfig(head=head, num_classes=19, **model),
+                  data=DataConfig(dataset="toy", data_root="data/toy", crop_size=(128, 128), base_scale=(256, 128)),
+                  train=TrainConfig(max_iters=300, batch_size=8, eval_interval=100, checkpoint_interval=100))

@@ -38,10 +38,8 @@ PASCAL_VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-TOY_CLASSES = ("road", "sky", "building", "vegetation", "car")
-
 CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES, "pascal_voc": PASCAL_VOC_CLASSES,
-           "toy": TOY_CLASSES}
+           "toy": CITYSCAPES_CLASSES}  # the toy dataset uses Cityscapes train ids
 
 
 def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
@@ -71,11 +69,9 @@ def voc_palette(num_classes: int) -> np.ndarray:
 
 
 def palette(dataset: str, num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 colours: Cityscapes' own for Cityscapes, the VOC map otherwise."""
-    if dataset == "cityscapes" and num_classes == len(CITYSCAPES_PALETTE):
+    """(num_classes, 3) uint8 colours: Cityscapes' own for Cityscapes and toy, the VOC map otherwise."""
+    if dataset in ("cityscapes", "toy") and num_classes == len(CITYSCAPES_PALETTE):
         return np.asarray(CITYSCAPES_PALETTE, np.uint8)
-    if dataset == "toy" and num_classes == len(TOY_CLASSES):
-        return np.asarray([CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(n)] for n in TOY_CLASSES], np.uint8)
     return voc_palette(num_classes)
 
 

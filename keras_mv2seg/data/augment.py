@@ -1,0 +1,158 @@
+"""The reference's training augmentations and test resize as pure TensorFlow graph ops.
+
+Every random decision uses stateless random ops seeded from a per-example seed (shape [2] int), so a
+pipeline is reproducible and can be resumed at any sample. Images are float32 RGB in 0..255 ([H, W, 3]),
+labels uint8 [H, W, 1]; padding uses the label ``ignore_index`` and, for images, the pixel value that the
+model's normalisation maps to 0 (``pad_pixel``), exactly like the reference padding after normalisation.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _seeds(seed, count: int):
+    return tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), count))
+
+
+def _uniform(seed, low=0.0, high=1.0):
+    return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
+
+
+def rescale_size(height, width, scale, ratio=1.0):
+    """mmcv ``rescale_size`` with keep_ratio: the largest size with the image's aspect ratio whose long side
+    is <= ``max(scale) * ratio`` and short side <= ``min(scale) * ratio``; sides rounded half up."""
+    long_target = tf.cast(max(scale), tf.float32) * ratio
+    short_target = tf.cast(min(scale), tf.float32) * ratio
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    factor = tf.minimum(long_target / tf.maximum(h, w), short_target / tf.minimum(h, w))
+    return tf.cast(h * factor + 0.5, tf.int32), tf.cast(w * factor + 0.5, tf.int32)
+
+
+def resize_image(image, size):
+    """Bilinear with half-pixel centres and no antialiasing (OpenCV INTER_LINEAR)."""
+    return tf.image.resize(image, size, method="bilinear", antialias=False)
+
+
+def resize_label(label, size):
+    """Nearest neighbour with src = floor(dst * in / out) (OpenCV INTER_NEAREST); never creates new ids."""
+    resized = tf.compat.v1.image.resize_nearest_neighbor(label[None], size, align_corners=False,
+                                                         half_pixel_centers=False)
+    return resized[0]
+
+
+def random_rescale(image, label, seed, scale, ratio_range=(0.5, 2.0)):
+    ratio = _uniform(seed, ratio_range[0], ratio_range[1])
+    size = rescale_size(tf.shape(image)[0], tf.shape(image)[1], scale, ratio)
+    # the reference resizes uint8 images: rounded back to integers
+    return tf.round(tf.clip_by_value(resize_image(image, size), 0.0, 255.0)), resize_label(label, size)
+
+
+def _crop_window(seed, height, width, crop_h, crop_w):
+    seeds = _seeds(seed, 2)
+    top = tf.random.stateless_uniform([], seeds[0], 0, tf.maximum(height - crop_h, 0) + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(width - crop_w, 0) + 1, dtype=tf.int32)
+    return top, left
+
+
+def _dominant_fraction(label_crop, ignore_index):
+    """(number of classes, largest class share) of the non-ignored pixels of a crop."""
+    values = tf.reshape(tf.cast(label_crop, tf.int32), [-1])
+    counts = tf.math.bincount(values, minlength=256, maxlength=256)
+    counts = tf.tensor_scatter_nd_update(counts, [[ignore_index]], [0])
+    total = tf.reduce_sum(counts)
+    present = tf.reduce_sum(tf.cast(counts > 0, tf.int32))
+    share = tf.cast(tf.reduce_max(counts), tf.float32) / tf.cast(tf.maximum(total, 1), tf.float32)
+    return present, share
+
+
+def random_crop(image, label, seed, crop_size, cat_max_ratio=0.75, ignore_index=255, attempts=10):
+    """mmseg RandomCrop: a crop of at most ``crop_size``; when ``cat_max_ratio < 1`` the window is re-drawn
+    up to ``attempts`` times until the crop has more than one class and the largest non-ignored class covers
+    less than ``cat_max_ratio`` of it (the last draw is kept otherwise)."""
+    crop_h, crop_w = crop_size
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), attempts)
+
+    def crop(tensor, top, left):
+        return tensor[top: top + crop_h, left: left + crop_w]
+
+    top, left = _crop_window(seeds[0], height, width, crop_h, crop_w)
+    if cat_max_ratio < 1.0:
+        def redraw(i, top, left):
+            return i + 1, *_crop_window(seeds[i], height, width, crop_h, crop_w)
+
+        def keep_going(i, top, left):
+            present, share = _dominant_fraction(crop(label, top, left), ignore_index)
+            good = tf.logical_and(present > 1, share < cat_max_ratio)
+            return tf.logical_and(i < attempts, tf.logical_not(good))
+
+        _, top, left = tf.while_loop(keep_going, redraw, (tf.constant(1), top, left))
+    return crop(image, top, left), crop(label, top, left)
+
+
+def random_flip(image, label, seed, probability=0.5):
+    flip = _uniform(seed) < probability
+    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
+            tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
+
+
+def _to_uint8_range(image):
+    """Clip to 0..255 and truncate to integers, as the reference's ``astype(np.uint8)`` after each step."""
+    return tf.floor(tf.clip_by_value(image, 0.0, 255.0))
+
+
+def photometric_distortion(image, seed, brightness_delta=32, contrast_range=(0.5, 1.5),
+                           saturation_range=(0.5, 1.5), hue_delta=18):
+    """mmseg PhotoMetricDistortion on 0..255 values: brightness, contrast (first or last, chosen at random),
+    saturation and hue (in OpenCV's 0..180 hue scale), each applied with probability 0.5, clipped to uint8."""
+    seeds = _seeds(seed, 10)
+    coin = lambda s: _uniform(s) < 0.5  # noqa: E731
+
+    def maybe(step_seed, value_seed, image, fn):
+        return tf.cond(coin(step_seed), lambda: fn(image, value_seed), lambda: image)
+
+    brightness = lambda x, s: _to_uint8_range(x + _uniform(s, -brightness_delta, brightness_delta))  # noqa: E731
+    contrast = lambda x, s: _to_uint8_range(x * _uniform(s, *contrast_range))  # noqa: E731
+
+    def saturation_hue(x):
+        hsv = tf.image.rgb_to_hsv(x / 255.0)
+        h, s, v = tf.unstack(hsv, axis=-1)
+        s = tf.cond(coin(seeds[4]), lambda: tf.clip_by_value(s * _uniform(seeds[5], *saturation_range), 0, 1),
+                    lambda: s)
+        shift = tf.floor(_uniform(seeds[7], -hue_delta, hue_delta + 1)) / 180.0  # randint(-18, 18) of 180
+        h = tf.cond(coin(seeds[6]), lambda: tf.math.floormod(h + shift, 1.0), lambda: h)
+        return _to_uint8_range(tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)) * 255.0 + 0.5)
+
+    image = maybe(seeds[0], seeds[1], image, brightness)
+    contrast_first = coin(seeds[8])
+    image = tf.cond(contrast_first, lambda: maybe(seeds[2], seeds[3], image, contrast), lambda: image)
+    image = saturation_hue(image)
+    return tf.cond(contrast_first, lambda: image, lambda: maybe(seeds[2], seeds[3], image, contrast))
+
+
+def pad_to_size(image, label, size, pad_pixel, ignore_index=255):
+    """Pad bottom/right to ``size``: image with ``pad_pixel`` (per channel), label with ``ignore_index``."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    paddings = [[0, tf.maximum(size[0] - height, 0)], [0, tf.maximum(size[1] - width, 0)], [0, 0]]
+    pad_pixel = tf.constant(pad_pixel, tf.float32)
+    image = tf.pad(image - pad_pixel, paddings) + pad_pixel
+    label = tf.pad(label, paddings, constant_values=ignore_index)
+    return tf.ensure_shape(image, [size[0], size[1], 3]), tf.ensure_shape(label, [size[0], size[1], 1])
+
+
+def train_augment(image, label, seed, *, scale, crop_size, ratio_range, cat_max_ratio, ignore_index, pad_pixel):
+    """The reference's training chain: rescale, crop, flip, photometric distortion, pad."""
+    seeds = _seeds(seed, 4)
+    image, label = random_rescale(image, label, seeds[0], scale, ratio_range)
+    image, label = random_crop(image, label, seeds[1], crop_size, cat_max_ratio, ignore_index)
+    image, label = random_flip(image, label, seeds[2])
+    image = photometric_distortion(image, seeds[3])
+    return pad_to_size(image, label, crop_size, pad_pixel, ignore_index)
+
+
+def test_resize(image, scale):
+    """The reference's test-time resize: keep ratio to fit ``scale`` (Cityscapes (2048, 1024): unchanged for
+    2048x1024 images; ADE20K (2048, 512): short side 512, long side at most 2048)."""
+    size = rescale_size(tf.shape(image)[0], tf.shape(image)[1], scale)
+    return resize_image(image, size)

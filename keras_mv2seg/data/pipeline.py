@@ -1,0 +1,126 @@
+"""tf.data pipelines: decode, label mapping, the reference's augmentations, batching.
+
+Training order is a pure function of (seed, sample index): sample ``i`` is file
+``index_shuffle(i mod N, seed=[seed, i div N])`` of the list, augmented with a seed derived from
+``(seed, i)``. So a run is reproducible, and resuming at iteration ``k`` starts the dataset at sample
+``k * batch`` with nothing to skip or replay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.config import CONVENTIONS, Config
+from keras_mv2seg.data import augment
+from keras_mv2seg.data.layouts import Sample, list_samples
+from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+
+AUTOTUNE = tf.data.AUTOTUNE
+_LABEL_KINDS = ("train_ids", "label_ids", "ade20k")
+
+
+def pad_pixel(config: Config) -> tuple[float, float, float]:
+    """The raw RGB value the model's normalisation maps to 0 (mmseg: the mean; DeepLab: 127.5)."""
+    convention = CONVENTIONS[config.model.convention]
+    return tuple(-offset / scale for offset, scale in zip(convention.input_offset, convention.input_scale))
+
+
+def map_label(label, kind, reduce_zero_label: bool):
+    """Raw label file values -> training ids (uint8, 255 = ignore)."""
+    if kind == "label_ids":
+        return tf.gather(tf.constant(cityscapes_label_id_to_train_id()), tf.cast(label, tf.int32))
+    if kind == "ade20k" and reduce_zero_label:
+        return tf.where(label == 0, tf.constant(255, tf.uint8), label - 1)  # 0 -> 255, L -> L - 1
+    return label
+
+
+def decode(image_path, label_path):
+    image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+    label = tf.io.decode_png(tf.io.read_file(label_path), channels=1)
+    image = tf.ensure_shape(image, [None, None, 3])
+    tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(label)[:2],
+                              message=tf.strings.format("image and label sizes differ: {}", image_path))
+    return tf.cast(image, tf.float32), label
+
+
+def _sample_tensors(samples: list[Sample], reduce_zero_label: bool):
+    kinds = {s.label_kind for s in samples}
+    if not kinds <= set(_LABEL_KINDS):
+        raise ValueError(f"unknown label kinds {sorted(kinds - set(_LABEL_KINDS))}")
+    images = tf.constant([s.image for s in samples])
+    labels = tf.constant([s.label for s in samples])
+    kind_ids = tf.constant([_LABEL_KINDS.index(s.label_kind) for s in samples])
+    return images, labels, kind_ids
+
+
+def _load(images, labels, kind_ids, index, reduce_zero_label):
+    image, label = decode(images[index], labels[index])
+    kind = kind_ids[index]
+    label = tf.switch_case(kind, [lambda k=k: map_label(label, k, reduce_zero_label) for k in _LABEL_KINDS])
+    return image, label
+
+
+def training_samples(config: Config, data_root=None, split="train") -> list[Sample]:
+    return list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
+
+
+def train_dataset(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
+                  start_sample: int = 0, samples: list[Sample] | None = None) -> tf.data.Dataset:
+    """Infinite, deterministic stream of augmented (images float32 [B,h,w,3] 0..255, labels int32 [B,h,w])
+    batches at the crop size, starting at sample ``start_sample``."""
+    samples = samples if samples is not None else training_samples(config, data_root)
+    data = config.data
+    batch_size = batch_size or config.train.batch_size
+    images, labels, kind_ids = _sample_tensors(samples, data.reduce_zero_label)
+    count = tf.constant(len(samples), tf.int64)
+    scale = data.base_scale
+    pad = pad_pixel(config)
+
+    def load(sample_index):
+        epoch, position = sample_index // count, sample_index % count
+        file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
+                                                          count - 1)
+        image, label = _load(images, labels, kind_ids, file_index, data.reduce_zero_label)
+        example_seed = tf.stack([tf.constant(seed, tf.int64) + 7919, sample_index])
+        image, label = augment.train_augment(
+            image, label, example_seed, scale=scale, crop_size=data.crop_size, ratio_range=data.ratio_range,
+            cat_max_ratio=data.cat_max_ratio, ignore_index=data.ignore_index, pad_pixel=pad)
+        return image, tf.cast(label[..., 0], tf.int32)
+
+    dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
+    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_dataset(config: Config, data_root=None, split: str = "val", *,
+                 samples: list[Sample] | None = None) -> tf.data.Dataset:
+    """One element per image: (image float32 [h,w,3] resized by the reference's test rule, label int32 [H,W]
+    at the original size, name string). Batch with ``.batch(1)``: sizes may differ between images."""
+    if samples is None:
+        samples = list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
+    images, labels, kind_ids = _sample_tensors(samples, config.data.reduce_zero_label)
+    names = tf.constant([s.name for s in samples])
+
+    def load(index):
+        image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label)
+        return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), names[index]
+
+    dataset = tf.data.Dataset.range(len(samples))
+    return dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
+def resolve_data_root(config: Config, data_root=None) -> Path:
+    """The data root for a config (argument, else ``data.data_root``); the toy dataset is generated there on
+    first use."""
+    root = data_root or config.data.data_root
+    if not root:
+        raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
+    root = Path(root)
+    if config.data.dataset == "toy":
+        from keras_mv2seg.data.toy import make_toy_dataset
+
+        make_toy_dataset(root)
+    return root

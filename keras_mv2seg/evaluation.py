@@ -1,0 +1,105 @@
+"""mIoU / aAcc / mAcc exactly as the reference accumulates them.
+
+Per class, over the whole dataset: intersection I (pixels predicted c where the label is c), predicted area P,
+label area L, union U = P + L - I; ignore-label pixels are dropped before counting. Then
+``IoU = I / U``, ``Acc = I / L`` per class, ``mIoU = nanmean(IoU)``, ``mAcc = nanmean(Acc)`` (a class absent
+from both labels and predictions is NaN and left out of the mean), ``aAcc = sum(I) / sum(L)``. Values are
+fractions in [0, 1]; the tools print them as percentages like the reference's tables.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["ConfusionAccumulator", "compute_metrics", "format_table"]
+
+
+class ConfusionAccumulator:
+    """Streaming accumulation of a (num_classes x num_classes) confusion matrix: memory does not grow with
+    the number of images. Rows are labels, columns predictions."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, received {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+        self.images = 0
+
+    def update(self, prediction, label, name: str | None = None):
+        prediction = np.asarray(prediction)
+        label = np.asarray(label)
+        where = f" in {name}" if name else f" in image {self.images}"
+        if prediction.shape != label.shape:
+            raise ValueError(f"prediction shape {prediction.shape} differs from label shape {label.shape}{where}")
+        if not (np.issubdtype(prediction.dtype, np.integer) and np.issubdtype(label.dtype, np.integer)):
+            raise ValueError(f"predictions and labels must be integer class maps, received {prediction.dtype} and "
+                             f"{label.dtype}{where}")
+        keep = label != self.ignore_index
+        label = label[keep].astype(np.int64)
+        prediction = prediction[keep].astype(np.int64)
+        for what, values in (("label", label), ("prediction", prediction)):
+            bad = (values < 0) | (values >= self.num_classes)
+            if bad.any():
+                raise ValueError(f"{what} values {sorted(set(values[bad].tolist()))[:10]} are outside 0..."
+                                 f"{self.num_classes - 1} and not the ignore index {self.ignore_index}{where}")
+        self.matrix += np.bincount(label * self.num_classes + prediction,
+                                   minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
+        self.images += 1
+
+    def merge(self, other: "ConfusionAccumulator"):
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class counts")
+        self.matrix += other.matrix
+        self.images += other.images
+
+    def result(self) -> dict:
+        return metrics_from_confusion(self.matrix)
+
+
+def metrics_from_confusion(matrix: np.ndarray) -> dict:
+    matrix = np.asarray(matrix, np.float64)
+    intersection = np.diag(matrix)
+    area_label = matrix.sum(axis=1)
+    area_pred = matrix.sum(axis=0)
+    union = area_pred + area_label - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = intersection / union
+        acc = intersection / area_label
+    total = area_label.sum()
+    return {
+        "aAcc": float(intersection.sum() / total) if total else float("nan"),
+        "mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "mAcc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "IoU": iou,
+        "Acc": acc,
+    }
+
+
+def compute_metrics(predictions: Iterable, labels: Iterable, num_classes: int, ignore_index: int = 255) -> dict:
+    """Dataset-level aAcc, mIoU, mAcc, per-class IoU and Acc from iterables of integer class maps."""
+    accumulator = ConfusionAccumulator(num_classes, ignore_index)
+    predictions, labels = iter(predictions), iter(labels)
+    sentinel = object()
+    while True:
+        prediction, label = next(predictions, sentinel), next(labels, sentinel)
+        if prediction is sentinel and label is sentinel:
+            break
+        if prediction is sentinel or label is sentinel:
+            raise ValueError(f"predictions and labels differ in length (stopped after {accumulator.images} pairs)")
+        accumulator.update(prediction, label)
+    return accumulator.result()
+
+
+def format_table(metrics: dict, class_names) -> str:
+    """Per-class IoU/Acc and the summary, in percent, as a plain-text table."""
+    width = max(12, max(len(n) for n in class_names) + 2)
+    lines = [f"{'class':{width}s} {'IoU':>7s} {'Acc':>7s}"]
+    for name, iou, acc in zip(class_names, metrics["IoU"], metrics["Acc"]):
+        lines.append(f"{name:{width}s} {100 * iou:7.2f} {100 * acc:7.2f}")
+    lines.append(f"{'aAcc':{width}s} {100 * metrics['aAcc']:7.2f}")
+    lines.append(f"{'mIoU':{width}s} {100 * metrics['mIoU']:7.2f}")
+    lines.append(f"{'mAcc':{width}s} {100 * metrics['mAcc']:7.2f}")
+    return "\n".join(lines)
