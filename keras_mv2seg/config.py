@@ -141,11 +141,19 @@ class TrainConfig:
     aux_weight: float = 0.4
     eval_interval: int = 8000
     checkpoint_interval: int = 8000
-    sync_batchnorm: str = "heads"  # none | heads | all
+    sync_batchnorm: str = "heads"  # none | heads | all (under a distribution strategy)
+    distribution: str = "auto"  # auto | none | mirrored | multi_worker (auto: multi_worker with TF_CONFIG,
+    #                             mirrored with several GPUs, none otherwise)
+    mixed_precision: str = "float32"  # float32 | float16 | bfloat16 (logits and loss stay float32)
+    jit_compile: bool = False  # XLA
+    pretrained: str = ""  # ImageNet MobileNetV2 checkpoint (mmcls .pth) for the backbone; "" = from scratch
+    log_interval: int = 50  # TensorBoard scalars every N iterations
 
     def __post_init__(self):
         _choice("train", "sync_batchnorm", self.sync_batchnorm, ("none", "heads", "all"))
-        for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval"):
+        _choice("train", "distribution", self.distribution, ("auto", "none", "mirrored", "multi_worker"))
+        _choice("train", "mixed_precision", self.mixed_precision, ("float32", "float16", "bfloat16"))
+        for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval"):
             _positive("train", name, getattr(self, name))
 
 

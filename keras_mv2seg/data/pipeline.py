@@ -120,7 +120,7 @@ def resolve_data_root(config: Config, data_root=None) -> Path:
         raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
     root = Path(root)
     if config.data.dataset == "toy":
-        from keras_mv2seg.data.toy import make_toy_dataset
+        from keras_mv2seg.data.toy import ensure_toy_dataset
 
-        make_toy_dataset(root)
+        ensure_toy_dataset(root)
     return root

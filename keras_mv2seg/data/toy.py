@@ -97,6 +97,12 @@ def _train_to_ade(train_ids: np.ndarray) -> np.ndarray:
     return table[train_ids]
 
 
+def ensure_toy_dataset(root) -> Path:
+    """An existing toy dataset at ``root`` (whatever its settings), else a new one with the defaults."""
+    root = Path(root)
+    return root if (root / _MARKER).is_file() else make_toy_dataset(root)
+
+
 def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: int = 12, height: int = 128,
                      width: int = 256, seed: int = 0) -> Path:
     """Write the toy dataset under ``root`` (idempotent: an existing toy dataset with the same settings is

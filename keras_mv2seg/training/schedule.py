@@ -1,0 +1,26 @@
+"""The reference's poly learning-rate schedule, per iteration."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """``lr(it) = (base - min) * (1 - it / max_iters) ** power + min`` (mmseg PolyLR, ``by_epoch=False``);
+    held at ``min`` past ``max_iters``."""
+
+    def __init__(self, base_lr: float, max_iters: int, min_lr: float = 1e-4, power: float = 0.9):
+        if max_iters < 1:
+            raise ValueError(f"max_iters must be positive, received {max_iters!r}")
+        self.base_lr, self.max_iters, self.min_lr, self.power = float(base_lr), int(max_iters), float(min_lr), float(power)
+
+    def __call__(self, step):
+        # float64: in float32, 1 - it / max_iters loses digits near the end of an 80k-160k schedule
+        progress = tf.minimum(tf.cast(step, tf.float64) / self.max_iters, 1.0)
+        lr = (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power + self.min_lr
+        return tf.cast(lr, tf.float32)
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "max_iters": self.max_iters, "min_lr": self.min_lr, "power": self.power}

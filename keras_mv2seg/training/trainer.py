@@ -1,0 +1,288 @@
+"""``train(config, work_dir)``: the reference recipe with ``model.fit``, resumable, observable.
+
+Work dir layout::
+
+    config.json          the resolved config; a re-run with a different config is refused
+    checkpoints/         weights + optimizer state + iteration (tf.train.CheckpointManager, atomic)
+    metrics.jsonl        one line per validation: iteration, mIoU, aAcc, mAcc
+    best.weights.h5      training-model weights with the best validation mIoU
+    final.weights.h5     weights at the end of the schedule
+    logs/                TensorBoard scalars (losses, lr, images/s, validation metrics)
+    summary.json         iterations, last and best mIoU, wall time, images/s
+
+Re-running the same command on the same work dir resumes from the last checkpoint: the iteration, the
+learning rate, the optimizer state and the data order (the pipeline is a pure function of the sample
+index) all continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.config import CONVENTIONS, Config
+from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root, train_dataset
+from keras_mv2seg.evaluation import evaluate_model
+from keras_mv2seg.models.segmenter import build_segmenter, inference_model
+from keras_mv2seg.training.losses import SegmentationCrossEntropy
+from keras_mv2seg.training.optimizer import TorchSGD
+from keras_mv2seg.training.schedule import PolyDecay
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def make_strategy(kind: str) -> tf.distribute.Strategy:
+    if kind == "auto":
+        if os.environ.get("TF_CONFIG"):
+            kind = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:
+            kind = "none"
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                      and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def set_sync_batchnorm(model: keras.Model, mode: str):
+    """Synchronize BN statistics across replicas: ``heads`` (decode/aux heads), ``all`` or ``none``."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            in_head = layer.name.startswith(("decode_", "aux_"))
+            layer.synchronized = mode == "all" or (mode == "heads" and in_head)
+
+
+def compile_model(model: keras.Model, config: Config):
+    """The reference recipe: TorchSGD (coupled weight decay) on a per-iteration poly schedule, cross-entropy
+    with ignore label on logits at label size, auxiliary loss weight 0.4."""
+    train = config.train
+    optimizer = TorchSGD(PolyDecay(train.lr, train.max_iters, train.min_lr, train.power), momentum=train.momentum,
+                         coupled_weight_decay=train.weight_decay)
+    loss = SegmentationCrossEntropy(config.data.ignore_index)
+    if isinstance(model.output, dict):
+        model.compile(optimizer=optimizer, loss={"logits": loss, "aux_logits": loss},
+                      loss_weights={"logits": 1.0, "aux_logits": train.aux_weight}, jit_compile=train.jit_compile)
+    else:
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=train.jit_compile)
+    return optimizer
+
+
+def with_targets(model: keras.Model):
+    """Map (images, labels) batches to the model's output structure."""
+    if isinstance(model.output, dict):
+        return lambda images, labels: (images, {"logits": labels, "aux_logits": labels})
+    return lambda images, labels: (images, labels)
+
+
+class _Monitor(keras.callbacks.Callback):
+    """Adds lr and images/s to the logs (progress bar, TensorBoard), stops on a non-finite loss, and runs
+    checkpointing and validation at their intervals."""
+
+    def __init__(self, trainer: "_Run"):
+        super().__init__()
+        self.run = trainer
+        self._start = None
+        self.failed_at = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs if logs is not None else {}
+        elapsed = time.perf_counter() - (self._start or time.perf_counter())
+        iteration = int(self.run.optimizer.iterations.numpy())
+        logs["lr"] = float(self.run.schedule(iteration - 1))
+        logs["images_per_s"] = self.run.global_batch / max(elapsed, 1e-9)
+        self.run.images_seen += self.run.global_batch
+        self.run.step_seconds += elapsed
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failed_at = iteration
+            self.model.stop_training = True
+            return
+        if iteration % self.run.config.train.log_interval == 0:
+            self.run.scalars(iteration, {k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failed_at is not None:
+            return
+        iteration = int(self.run.optimizer.iterations.numpy())
+        train = self.run.config.train
+        done = iteration >= train.max_iters
+        if iteration % train.checkpoint_interval == 0 or done:
+            self.run.save_checkpoint(iteration)
+        if iteration % train.eval_interval == 0 or done:
+            self.run.validate(iteration)
+
+
+class _Run:
+    def __init__(self, config: Config, work_dir: Path, data_root, seed: int, strategy, verbose: int):
+        self.config, self.work_dir, self.seed, self.verbose = config, work_dir, seed, verbose
+        self.data_root = resolve_data_root(config, data_root)
+        self.strategy = strategy or make_strategy(config.train.distribution)
+        self.chief = is_chief(self.strategy)
+        self.global_batch = config.train.batch_size
+        if self.global_batch % self.strategy.num_replicas_in_sync:
+            raise ValueError(f"train.batch_size {self.global_batch} is not divisible by the "
+                             f"{self.strategy.num_replicas_in_sync} replicas")
+        self.images_seen = 0
+        self.step_seconds = 0.0
+        self.schedule = PolyDecay(config.train.lr, config.train.max_iters, config.train.min_lr, config.train.power)
+        self.writer = tf.summary.create_file_writer(str(work_dir / "logs" / "train")) if self.chief else None
+        self.metrics_file = work_dir / "metrics.jsonl"
+
+    def scalars(self, iteration: int, values: dict):
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=iteration):
+            for key, value in values.items():
+                tf.summary.scalar(key, value)
+        self.writer.flush()
+
+    def build(self):
+        policy = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+        keras.mixed_precision.set_dtype_policy(policy[self.config.train.mixed_precision])
+        try:
+            with self.strategy.scope():
+                self.model = build_segmenter(self.config, auxiliary=self.config.model.aux_channels > 0)
+                set_sync_batchnorm(self.model, self.config.train.sync_batchnorm)
+                self.optimizer = compile_model(self.model, self.config)
+                self.optimizer.build(self.model.trainable_variables)
+                self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+        directory = self.work_dir / "checkpoints"
+        if not self.chief:  # other workers write throw-away copies, as tf.distribute requires
+            directory = self.work_dir / "workers" / f"{os.getpid()}"
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=3)
+
+    def restore(self) -> int:
+        latest = tf.train.latest_checkpoint(str(self.work_dir / "checkpoints"))
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            iteration = int(self.optimizer.iterations.numpy())
+            self.log(f"resumed from {latest} at iteration {iteration}")
+            return iteration
+        if self.config.train.pretrained:
+            from keras_mv2seg.weights import load_weights
+
+            self.log(str(load_weights(self.model, self.config.train.pretrained, part="backbone")))
+        return 0
+
+    def save_checkpoint(self, iteration: int):
+        path = self.manager.save(checkpoint_number=iteration)
+        self.log(f"checkpoint {path}")
+
+    def validate(self, iteration: int):
+        align = CONVENTIONS[self.config.model.convention].align_corners
+        result = evaluate_model(inference_model(self.model), eval_dataset(self.config, self.data_root, "val"),
+                                self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
+                                align_corners=align)
+        record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
+        self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
+        history = self.history()
+        best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
+        if self.chief:
+            with open(self.metrics_file, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if math.isfinite(record["mIoU"]) and record["mIoU"] > best:
+                _atomic_weights(self.model, self.work_dir / "best.weights.h5")
+        self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
+                 f"mAcc {100 * record['mAcc']:.2f}")
+
+    def history(self) -> list[dict]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def log(self, message: str):
+        if self.verbose and self.chief:
+            print(message, flush=True)
+
+
+def _atomic_weights(model: keras.Model, path: Path):
+    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _check_work_dir(work_dir: Path, config: Config):
+    saved = work_dir / "config.json"
+    current = json.loads(str(config))
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous != current:
+            changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
+                             for key in current[section]
+                             if previous.get(section, {}).get(key) != current[section][key])
+            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed) or 'name'});"
+                             " use another --work-dir or the same config to resume")
+    else:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(current, indent=2))
+
+
+def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1) -> dict:
+    """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
+    ``<work_dir>/summary.json``."""
+    work_dir = Path(work_dir)
+    _check_work_dir(work_dir, config)
+    run = _Run(config, work_dir, data_root, seed, strategy, verbose)
+    run.build()
+    start = run.restore()
+    train_cfg = config.train
+    chunk = math.gcd(train_cfg.max_iters, math.gcd(train_cfg.checkpoint_interval, train_cfg.eval_interval))
+    if start % chunk:
+        raise ValueError(f"checkpoint at iteration {start} does not fall on the schedule's {chunk}-iteration "
+                         "boundaries; was the config changed?")
+    monitor = _Monitor(run)
+    began = time.perf_counter()
+    if start < train_cfg.max_iters:
+        dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
+                                start_sample=start * run.global_batch).map(with_targets(run.model))
+        run.model.fit(dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
+                      steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
+    wall = time.perf_counter() - began
+    if monitor.failed_at is not None:
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {monitor.failed_at}; training stopped. The last good checkpoint is "
+            f"{tf.train.latest_checkpoint(str(work_dir / 'checkpoints'))} (nothing was saved after the failure); "
+            "lower train.lr or check the data")
+    iteration = int(run.optimizer.iterations.numpy())
+    history = run.history()
+    finite = [r["mIoU"] for r in history if math.isfinite(r["mIoU"])]
+    summary = {
+        "config": config.name,
+        "iterations": iteration,
+        "last_mIoU": history[-1]["mIoU"] if history else None,
+        "best_mIoU": max(finite) if finite else None,
+        "resumed_from": start,
+        "wall_time_s": round(wall, 2),
+        "images_per_s": round(run.images_seen / wall, 2) if run.images_seen else None,  # incl. validation
+        "train_images_per_s": round(run.images_seen / run.step_seconds, 2) if run.step_seconds else None,
+        "replicas": run.strategy.num_replicas_in_sync,
+    }
+    if run.chief:
+        _atomic_weights(run.model, work_dir / "final.weights.h5")
+        (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.log(json.dumps(summary))
+    return summary
