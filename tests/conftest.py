@@ -47,7 +47,7 @@ def parity(out: np.ndarray, ref: np.ndarray) -> dict:
 TINY_CONFIG = '''
 from keras_mv2seg.config import toy
 CONFIG = toy("tiny_toy", head="{head}", widen_factor=0.25, decode_channels=8, aux_channels=4, c1_channels=8).replace(
-    data_root=r"{root}", crop_size=(64, 64), base_scale=(128, 64), batch_size=2, max_iters={iters},
+    data_root=r"{root}", crop_size=(64, 64), base_scale=(128, 64), batch_size={batch}, max_iters={iters},
     eval_interval={interval}, checkpoint_interval={interval}, log_interval=1{extra})
 '''
 
@@ -62,9 +62,9 @@ def tiny_toy_root(tmp_path_factory):
 @pytest.fixture
 def tiny_config_file(tmp_path, tiny_toy_root):
     """Write a tiny training config; returns a function (head, iters, interval, extra overrides) -> path."""
-    def write(head="fcn", iters=4, interval=2, extra=""):
-        path = tmp_path / f"tiny_{head}_{iters}.py"
+    def write(head="fcn", iters=4, interval=2, extra="", batch=2):
+        path = tmp_path / f"tiny_{head}_{iters}_{batch}.py"
         path.write_text(TINY_CONFIG.format(head=head, root=tiny_toy_root, iters=iters, interval=interval,
-                                           extra=extra))
+                                           extra=extra, batch=batch))
         return path
     return write

@@ -93,6 +93,34 @@ def with_targets(model: keras.Model):
     return lambda images, labels: (images, labels)
 
 
+def fit(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, **fit_kwargs):
+    """``model.fit`` under ``strategy``, also MultiWorkerMirroredStrategy.
+
+    Keras 3.15's ``fit`` first builds the compiled loss and metrics from one batch, reducing the distributed
+    batch with ``strategy.reduce`` -- which fails under MultiWorkerMirroredStrategy ("Attempt to convert a
+    value (PerReplica...)", keras-team/keras#20585). So the build is done here, from one local batch inside
+    the scope, and ``fit`` runs in the strategy's scope without the model's recorded strategy, so that it
+    skips that step and still distributes (``distribute_strategy`` falls back to the current scope's). One
+    path for every strategy: single device, mirrored and multi-worker train through the same train step.
+    """
+    local_batch = next(iter(dataset.take(1)))
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    train_step = model.train_step
+    if multi_worker:
+        # Keras reduces each step's logs across workers with strategy.reduce("MEAN", v, axis=0), which rejects
+        # scalars: hand it [1]-shaped logs, which that reduction turns back into scalars.
+        model.train_step = lambda data: {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
+    with strategy.scope():
+        model._symbolic_build(data_batch=local_batch)  # noqa: SLF001 - see the docstring
+        recorded, model._distribute_strategy = model._distribute_strategy, None  # noqa: SLF001
+        try:
+            return model.fit(dataset, **fit_kwargs)
+        finally:
+            model._distribute_strategy = recorded  # noqa: SLF001
+            if multi_worker:
+                del model.train_step
+
+
 class _Monitor(keras.callbacks.Callback):
     """Adds lr and images/s to the logs (progress bar, TensorBoard), stops on a non-finite loss, and runs
     checkpointing and validation at their intervals."""
@@ -259,8 +287,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     if start < train_cfg.max_iters:
         dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
                                 start_sample=start * run.global_batch).map(with_targets(run.model))
-        run.model.fit(dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
-                      steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
+        fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
+            steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
