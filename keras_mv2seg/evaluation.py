@@ -114,12 +114,13 @@ def resize_logits(logits, size, align_corners: bool):
 
 
 def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255, align_corners: bool = False,
-                   predict=None, max_images: int | None = None) -> dict:
+                   predict=None, max_images: int | None = None, on_prediction=None) -> dict:
     """Stream (image, label, name) elements of ``dataset`` through the model and accumulate the metrics.
 
     The logits are resized to the label's (original) size before the argmax, as the reference does.
     ``predict(model, image[1, h, w, 3]) -> logits`` replaces the plain whole-image forward (slide or
-    multi-scale inference); the number of images evaluated is returned as ``images``."""
+    multi-scale inference); ``on_prediction(name, class_map)`` sees every prediction (submission export).
+    The result adds ``images`` (count) and ``confusion`` (the label x prediction matrix) to the metrics."""
     import tensorflow as tf
 
     predict = predict or (lambda m, x: m(x, training=False))
@@ -131,6 +132,38 @@ def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255,
         logits = resize_logits(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
         prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
         accumulator.update(prediction.numpy(), label.numpy(), name=name.numpy().decode())
+        if on_prediction is not None:
+            on_prediction(name.numpy().decode(), prediction.numpy())
     result = accumulator.result()
-    result["images"] = accumulator.images
+    result.update(images=accumulator.images, confusion=accumulator.matrix.copy())
     return result
+
+
+def plot_confusion(matrix: np.ndarray, class_names, path):
+    """Row-normalised confusion matrix (rows: labels, columns: predictions) as a PNG picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(6.0, 0.35 * len(class_names))
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("label")
+    if len(class_names) <= 40:
+        for i in range(len(class_names)):
+            for j in range(len(class_names)):
+                if normalised[i, j] >= 0.01:
+                    axes.text(j, i, f"{100 * normalised[i, j]:.0f}", ha="center", va="center", fontsize=5,
+                              color="white" if normalised[i, j] > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    axes.set_title("confusion matrix (row-normalised, %)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

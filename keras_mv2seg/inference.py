@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # DeepLab pads with the mean pixel, 127.5, which is exactly 0 after its x * 2/255 - 1 scaling.
@@ -59,3 +60,54 @@ def pad_to_crop_predict(model: keras.Model, images, crop_size) -> tf.Tensor:
     :func:`pad_to_crop_logits`)."""
     return tf.argmax(pad_to_crop_logits(model, images, crop_size), axis=-1, output_type=tf.int32)
 
+
+
+def slide_logits(model: keras.Model, images, crop_size, stride) -> tf.Tensor:
+    """mmseg ``slide_inference``: overlapping crop_size windows every ``stride`` pixels (the last window of a
+    row or column aligned to the image edge), logits of overlapping windows averaged. Images smaller than a
+    window are run whole. images: [1, H, W, 3] -> logits [1, H, W, C]."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    crop_h, crop_w = crop_size
+    stride_h, stride_w = stride
+    if min(crop_h, crop_w, stride_h, stride_w) < 1:
+        raise ValueError(f"crop_size and stride must be positive, received {crop_size} and {stride}")
+    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
+    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
+    total, count = None, np.zeros((height, width), np.float32)
+    for row in range(rows):
+        for col in range(cols):
+            y2, x2 = min(row * stride_h + crop_h, height), min(col * stride_w + crop_w, width)
+            y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
+            logits = model(images[:, y1:y2, x1:x2], training=False)
+            padded = tf.pad(logits, [[0, 0], [y1, height - y2], [x1, width - x2], [0, 0]])
+            total = padded if total is None else total + padded
+            count[y1:y2, x1:x2] += 1
+    return total / count[None, :, :, None]
+
+
+def multi_scale_flip_logits(model: keras.Model, images, *, scale, ratios=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+                            flip: bool = True, align_corners: bool = False, predict=None) -> tf.Tensor:
+    """The reference's aug-test: for every ratio the image is resized (keep ratio) to ``scale * ratio``, run
+    (and run flipped, the logits flipped back), the logits resized to the input size and softmaxed; the
+    probabilities are averaged. Returns averaged probabilities [1, H, W, C] (argmax gives the prediction).
+    ``predict(model, images) -> logits`` replaces the whole-image forward (e.g. slide inference)."""
+    from keras_mv2seg.data.augment import rescale_size, resize_image
+    from keras_mv2seg.evaluation import resize_logits
+
+    predict = predict or (lambda m, x: m(x, training=False))
+    images = tf.convert_to_tensor(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    total, runs = None, 0
+    for ratio in ratios:
+        scaled_size = rescale_size(size[0], size[1], scale, ratio)
+        scaled = resize_image(images, scaled_size)
+        for flipped in ((False, True) if flip else (False,)):
+            batch = tf.reverse(scaled, [2]) if flipped else scaled
+            logits = tf.cast(predict(model, batch), tf.float32)
+            if flipped:
+                logits = tf.reverse(logits, [2])
+            probabilities = tf.nn.softmax(resize_logits(logits, size, align_corners), axis=-1)
+            total = probabilities if total is None else total + probabilities
+            runs += 1
+    return total / runs

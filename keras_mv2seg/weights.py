@@ -56,3 +56,34 @@ def _require(model: keras.Model, convention: str, path: Path):
         kind = "an official DeepLab" if convention == "deeplab" else "an mmseg"
         raise ValueError(f"{path} is {kind} checkpoint but model {model.name!r} is not built with that "
                          f"convention (model.head/convention in its config)")
+
+
+def _saved_layer_count(path: Path) -> int | None:
+    if not path.name.endswith(".weights.h5") or not path.is_file():
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return len(handle["layers"]) if "layers" in handle else None
+
+
+def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
+    """The inference model of ``config`` with ``weights`` loaded (any format :func:`load_weights` reads).
+
+    Keras weight files hold one model view: those written by training (``best``/``final.weights.h5``)
+    include the auxiliary head, so the training view is built to read them and its inference view returned.
+    """
+    from keras_mv2seg.models.segmenter import build_segmenter, inference_model
+
+    model = build_segmenter(config, **build_kwargs)
+    if weights is None:
+        return model
+    path = Path(os.fspath(weights))
+    saved = _saved_layer_count(path)
+    if saved is not None and config.model.aux_channels and saved != len(model.layers):
+        model = build_segmenter(config, auxiliary=True, **build_kwargs)
+        if saved != len(model.layers):
+            raise ValueError(f"{path} holds weights of a model with {saved} layers; config {config.name!r} builds "
+                             f"{len(inference_model(model).layers)} (inference) or {len(model.layers)} (training)")
+    load_weights(model, path)
+    return inference_model(model)

@@ -66,3 +66,65 @@ def test_cfg_options_parsing():
     assert parse_cfg_options(["a=1", "b=(2, 3)", "c=text", "d.e=0.5"]) == {"a": 1, "b": (2, 3), "c": "text", "d.e": 0.5}
     with pytest.raises(ValueError, match="key=value, received 'oops'"):
         parse_cfg_options(["oops"])
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory, tiny_toy_root):
+    """A tiny model trained for 2 iterations: a config file and its final weights."""
+    from tests.conftest import TINY_CONFIG
+    import keras_mv2seg
+    from keras_mv2seg.training import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    config_file = folder / "tiny.py"
+    config_file.write_text(TINY_CONFIG.format(head="sepaspp", root=tiny_toy_root, iters=2, interval=2, extra="",
+                                              batch=2))
+    train(keras_mv2seg.get_config(str(config_file)), folder / "run", verbose=0)
+    return config_file, folder / "run" / "final.weights.h5"
+
+
+def test_test_tool_prints_per_class_table_and_writes_outputs(trained_tiny, tmp_path, capsys):
+    import json
+
+    config_file, weights = trained_tiny
+    out, plot, submission = tmp_path / "r.json", tmp_path / "cm.png", tmp_path / "sub"
+    assert load_tool("test").main([str(config_file), str(weights), "--out", str(out), "--confusion-plot", str(plot),
+                                   "--cityscapes-submission", str(submission)]) == 0
+    printed = capsys.readouterr().out
+    assert "road" in printed and "mIoU" in printed and "2 images, mode whole" in printed
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and 0 <= result["mIoU"] <= 100 and "sky" in result["per_class"]
+    assert plot.stat().st_size > 1000
+    pngs = sorted(submission.rglob("*_leftImg8bit.png"))
+    assert len(pngs) == 2 and pngs[0].relative_to(submission).parts[:2] == ("leftImg8bit", "val")
+    import tensorflow as tf
+
+    ids = set(np.unique(tf.io.decode_png(pngs[0].read_bytes()).numpy()).tolist())
+    assert ids <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        load_tool("test").main([str(config_file), str(weights), "--out", str(out)])
+
+
+def test_test_tool_slide_and_aug_test_modes(trained_tiny, capsys):
+    config_file, weights = trained_tiny
+    tool = load_tool("test")
+    assert tool.main([str(config_file), str(weights), "--mode", "slide", "--crop", "48", "64", "--stride", "32", "32",
+                      "--max-images", "1"]) == 0
+    assert "1 images, mode slide" in capsys.readouterr().out
+    assert tool.main([str(config_file), str(weights), "--aug-test", "--max-images", "1"]) == 0
+    assert "mode aug-test + whole" in capsys.readouterr().out
+
+
+def test_predict_tool_writes_class_maps_and_overlays(trained_tiny, tiny_toy_root, tmp_path, capsys):
+    import tensorflow as tf
+
+    config_file, weights = trained_tiny
+    folder = next((tiny_toy_root / "leftImg8bit" / "val").iterdir())
+    assert load_tool("predict").main([str(config_file), str(weights), str(folder), "--out-dir", str(tmp_path)]) == 0
+    overlays = sorted(tmp_path.glob("*_overlay.png"))
+    labels = sorted(tmp_path.glob("*_labels.png"))
+    assert overlays and len(overlays) == len(labels)
+    assert tf.io.decode_png(overlays[0].read_bytes()).shape == (64, 128, 3)
+    assert tf.io.decode_png(labels[0].read_bytes()).numpy().max() < 19
+    with pytest.raises(SystemExit, match="no image file"):
+        load_tool("predict").main([str(config_file), str(weights), str(tmp_path / "missing*.png")])
