@@ -1,0 +1,1 @@
+"""Deployment: SavedModel for TensorFlow Serving, TFLite for phones."""

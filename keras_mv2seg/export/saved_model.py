@@ -1,0 +1,120 @@
+"""SavedModel for TensorFlow Serving: preprocessing inside, uint8 and encoded-image signatures.
+
+Written with ``keras.export.ExportArchive`` (a ``tf.Module`` wrapping a Keras 3 model loads in TF2 but not in
+the TF1 session loader that ``tensorflow_model_server`` uses). Layout: ``<base>/<version>/`` with
+``assets.extra/tf_serving_warmup_requests`` (TF Serving's warm-up format) when tensorflow-serving-api is
+installed. Endpoints:
+
+* ``serving_default``: ``images`` uint8 [B, H, W, 3] (any size) -> ``labels`` int32 [B, H, W]
+  (+ ``probabilities`` float32 [B, H, W, C] with ``probabilities=True``);
+* ``serve_encoded``: ``image_bytes`` string [B] (PNG/JPEG/BMP/GIF of one size) -> the same outputs;
+* ``serve_logits``: ``images`` uint8 -> ``logits`` float32 [B, H, W, C] (checks, custom post-processing).
+
+With ``pad_to_crop=(h, w)`` (official DeepLab configs) images are padded to the crop size as the official
+exported graph does (larger images are scaled to fit, see ``keras_mv2seg.inference.pad_to_crop_logits``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.inference import pad_to_crop_logits
+
+SERVING_TAG = "serve"
+
+
+def checked_images(images):
+    """Validate a request inside the graph: a wrong rank, channel count or an empty image must fail with an
+    InvalidArgumentError naming the shape (the signature's declared shape is not enforced on every call
+    path, and an unchecked rank-3 tensor can abort the process in later kernels)."""
+    images = tf.ensure_shape(images, [None, None, None, 3])
+    non_empty = tf.debugging.assert_positive(tf.shape(images)[:3], message="images must have a non-empty batch, "
+                                             "height and width; received shape")
+    with tf.control_dependencies([non_empty]):
+        return tf.identity(images)
+
+
+def _logits_fn(model, pad_to_crop):
+    if pad_to_crop:
+        return lambda images: pad_to_crop_logits(model, checked_images(images), pad_to_crop)
+    return lambda images: model(tf.cast(checked_images(images), tf.float32), training=False)
+
+
+def _outputs(logits, probabilities: bool):
+    result = {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+    if probabilities:
+        result["probabilities"] = tf.nn.softmax(logits, axis=-1)
+    return result
+
+
+def decode_images(image_bytes):
+    """Decode a batch of encoded images of one size to uint8 [B, H, W, 3]; undecodable bytes raise
+    InvalidArgumentError naming the problem, images of different sizes cannot be stacked (also an error)."""
+    return tf.map_fn(lambda data: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False),
+                                                  [None, None, 3]),
+                     image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probabilities: bool = False,
+                       pad_to_crop=None, warmup_image: np.ndarray | None = None, overwrite: bool = False) -> Path:
+    """Write ``model`` (an inference model) to ``<base_dir>/<version>``; returns that path."""
+    target = Path(base_dir) / str(int(version))
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; choose another version or pass overwrite=True")
+    logits_fn = _logits_fn(model, pad_to_crop)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    images_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+    archive.add_endpoint("serving_default", lambda images: _outputs(logits_fn(images), probabilities),
+                         input_signature=[images_spec])
+    archive.add_endpoint("serve_encoded",
+                         lambda image_bytes: _outputs(logits_fn(decode_images(image_bytes)), probabilities),
+                         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.add_endpoint("serve_logits", lambda images: {"logits": logits_fn(images)},
+                         input_signature=[images_spec])
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    archive.write_out(str(tmp), verbose=False)
+    if warmup_image is not None:
+        write_warmup_requests(tmp, model.name, warmup_image)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def write_warmup_requests(export_dir, model_name: str, image: np.ndarray, repeats: int = 1):
+    """``assets.extra/tf_serving_warmup_requests``: PredictionLog records of a serving_default request."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = Path(export_dir) / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default"))
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(image, np.uint8)[None]))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(repeats):
+            writer.write(log.SerializeToString())
+    return path
+
+
+def run_in_tf1_session(export_dir, images: np.ndarray, signature: str = "serving_default") -> dict:
+    """Load with the TF1 session loader (what tensorflow_model_server uses) and run one signature."""
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, [SERVING_TAG], str(export_dir))
+        definition = meta.signature_def[signature]
+        feeds = {graph.get_tensor_by_name(info.name): images for info in definition.inputs.values()}
+        fetches = {key: graph.get_tensor_by_name(info.name) for key, info in definition.outputs.items()}
+        return session.run(fetches, feed_dict=feeds)

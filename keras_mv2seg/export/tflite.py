@@ -1,0 +1,124 @@
+"""TFLite export: fixed input size, float32 / float16 / dynamic-range / full-integer int8, native dilations.
+
+The model is rebuilt at the export size with ``depthwise_implementation="native"`` (same weights), so dilated
+depthwise convolutions become single DEPTHWISE_CONV_2D ops with dilation factors instead of
+SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND pairs. Input: float32 RGB 0..255 [1, H, W, 3] (normalisation inside);
+output: ``labels`` (int32 class map) or ``logits``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
+
+
+def native_model(config, model, input_size):
+    """``model``'s weights in a fixed-size build with native dilated depthwise convolutions."""
+    from keras_mv2seg.models.segmenter import build_segmenter
+
+    native = build_segmenter(config.replace(depthwise_implementation="native"), input_shape=(*input_size, 3),
+                             batch_size=1)
+    if len(native.weights) != len(model.weights):
+        raise ValueError(f"model has {len(model.weights)} weights, the export build of {config.name!r} has "
+                         f"{len(native.weights)}: pass the inference model of the same config")
+    native.set_weights(model.get_weights())
+    return native
+
+
+def convert(config, model, input_size, *, quantization: str = "float32", output: str = "labels",
+            representative_images=None) -> bytes:
+    """TFLite flatbuffer of ``model`` at ``input_size`` (H, W)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, received {quantization!r}")
+    if output not in ("labels", "logits"):
+        raise ValueError(f"output must be 'labels' or 'logits', received {output!r}")
+    if quantization == "int8" and representative_images is None:
+        raise ValueError("int8 quantization needs representative_images (calibration data)")
+    import tempfile
+
+    import keras
+
+    native = native_model(config, model, input_size)
+
+    def serve(images):
+        logits = native(images, training=False)
+        if output == "labels":
+            return {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        return {"logits": logits}
+
+    # Through a SavedModel written by ExportArchive: converting a concrete function directly keeps Keras 3
+    # variables as resource variables (READ_VARIABLE ops that are never initialised in the interpreter).
+    archive = keras.export.ExportArchive()
+    archive.track(native)
+    archive.add_endpoint("serving_default", serve,
+                         input_signature=[tf.TensorSpec([1, *input_size, 3], tf.float32, name="images")])
+    with tempfile.TemporaryDirectory() as folder:
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        return _convert(converter, quantization, representative_images)
+
+
+def _convert(converter, quantization, representative_images) -> bytes:
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex (select TF) ops
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        images = [np.asarray(image, np.float32)[None] for image in representative_images]
+        converter.representative_dataset = lambda: ([image] for image in images)
+    return converter.convert()
+
+
+def interpreter(model_content: bytes, delegates: bool = True, num_threads: int | None = None):
+    """The LiteRT interpreter (``ai-edge-litert``, the supported successor of ``tf.lite.Interpreter``), with
+    its default XNNPACK delegate unless ``delegates=False``, on all CPU cores unless ``num_threads``."""
+    import os
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    runner = Interpreter(model_content=model_content, experimental_op_resolver_type=resolver,
+                         num_threads=num_threads or os.cpu_count())
+    runner.allocate_tensors()
+    return runner
+
+
+def run(model_content: bytes, image: np.ndarray) -> np.ndarray:
+    """Run one float32 image [H, W, 3] (0..255) through a converted model; returns its single output."""
+    runner = interpreter(model_content)
+    runner.set_tensor(runner.get_input_details()[0]["index"], np.asarray(image, np.float32)[None])
+    runner.invoke()
+    return runner.get_tensor(runner.get_output_details()[0]["index"])[0]
+
+
+def op_names(model_content: bytes) -> list[str]:
+    """Builtin/custom operator names used by a TFLite model, sorted and unique."""
+    runner = interpreter(model_content, delegates=False)  # a delegate would hide the ops it takes over
+    return sorted({detail["op_name"] for detail in runner._get_ops_details()})  # noqa: SLF001
+
+
+def check_ops(names) -> list[str]:
+    """Problems with an op list: Flex (select TF) ops and SpaceToBatch/BatchToSpace lowering."""
+    problems = [f"Flex op {name}" for name in names if name.startswith("Flex")]
+    problems += [f"{name} (dilations lowered instead of native)" for name in names if name in FORBIDDEN_OPS]
+    return problems
+
+
+def write(path, content: bytes, overwrite: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Export a config's weights for deployment and verify the artifact against the Keras model.
+
+    python tools/export.py CONFIG WEIGHTS --format saved_model [--output saved_models/NAME] [--version 1]
+                           [--probabilities] [--pad-to-crop]
+    python tools/export.py CONFIG WEIGHTS --format tflite --input-size H W
+                           [--quantization float32|float16|dynamic|int8] [--tflite-output labels|logits]
+                           [--data-root DIR] [--calibration-images 32] [--output model.tflite]
+
+Verification (printed): the SavedModel is reloaded (TF2 and the TF1 session loader TF Serving uses) and
+compared with the Keras model; the TFLite model runs in the LiteRT interpreter and is compared, and its op
+list is printed and checked (no Flex ops, no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND). A failed check exits 1.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_mv2seg.cli import add_config_arguments, config_from_args  # noqa: E402
+from keras_mv2seg.convert.check import synthetic_image  # noqa: E402
+from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
+from keras_mv2seg.export import tflite as tflite_export  # noqa: E402
+from keras_mv2seg.inference import pad_to_crop_logits  # noqa: E402
+from keras_mv2seg.weights import build_for_inference  # noqa: E402
+
+# Acceptance: float exports agree with Keras to 1e-3 in logits and 99.9 % of pixels.
+MAX_LOGIT_DIFFERENCE = 1e-3
+MIN_AGREEMENT = 0.999
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("weights", help=".weights.h5 from training, mmseg .pth or DeepLab TF1 checkpoint")
+    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument("--output", help="saved_model: base folder (default saved_models/<config>); "
+                        "tflite: file (default saved_models/<config>_<H>x<W>_<quantization>.tflite)")
+    parser.add_argument("--version", type=int, default=1, help="SavedModel version folder")
+    parser.add_argument("--probabilities", action="store_true", help="SavedModel: also output probabilities")
+    parser.add_argument("--pad-to-crop", action="store_true",
+                        help="SavedModel: the official DeepLab exported-graph behaviour (pad to data.crop_size)")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="TFLite input size")
+    parser.add_argument("--quantization", default="float32", choices=tflite_export.QUANTIZATIONS)
+    parser.add_argument("--tflite-output", default="labels", choices=("labels", "logits"))
+    parser.add_argument("--data-root", help="images for int8 calibration and the checks (default: synthetic)")
+    parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    return parser.parse_args(argv)
+
+
+def sample_images(config, data_root, count, size=None):
+    """float32 RGB images from the config's validation split (resized to ``size``), else synthetic ones."""
+    if data_root is None and config.data.dataset != "toy":
+        return [synthetic_image(*(size or (256, 512)), seed=i)[0] for i in range(max(count, 1))]
+    from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root
+
+    images = []
+    for image, _, _ in eval_dataset(config, resolve_data_root(config, data_root), "val").take(count):
+        images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
+    return images
+
+
+def verify_saved_model(path, model, images, pad_to_crop) -> bool:
+    loaded = tf.saved_model.load(str(path))
+    ok = True
+    for index, image in enumerate(images[:3]):
+        batch = np.clip(np.round(image), 0, 255).astype(np.uint8)[None]
+        expected = (pad_to_crop_logits(model, batch, pad_to_crop) if pad_to_crop
+                    else model(batch.astype(np.float32), training=False)).numpy()
+        logits = loaded.serve_logits(tf.constant(batch))["logits"].numpy()
+        labels = loaded.signatures["serving_default"](images=tf.constant(batch))["labels"].numpy()
+        session = saved_model_export.run_in_tf1_session(path, batch)["labels"]
+        difference = float(np.abs(logits - expected).max())
+        agreement = float((labels == expected.argmax(-1)).mean())
+        same_in_tf1 = bool((session == labels).all())
+        passed = difference <= MAX_LOGIT_DIFFERENCE and agreement >= MIN_AGREEMENT and same_in_tf1
+        ok &= passed
+        print(f"  image {index} {batch.shape[1]}x{batch.shape[2]}: max |logit diff| {difference:.2e}, labels agree "
+              f"{100 * agreement:.3f}%, TF1 session loader identical: {same_in_tf1} -> {'PASS' if passed else 'FAIL'}")
+    return ok
+
+
+def verify_tflite(content, model, images, output, quantization) -> bool:
+    names = tflite_export.op_names(content)
+    problems = tflite_export.check_ops(names)
+    print(f"  ops: {', '.join(names)}")
+    print(f"  op check: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}")
+    agreements, differences = [], []
+    for image in images[:3]:
+        expected = model(image[None], training=False).numpy()[0]
+        result = tflite_export.run(content, image)
+        labels = result if output == "labels" else result.argmax(-1)
+        agreements.append(float((labels == expected.argmax(-1)).mean()))
+        if output == "logits":
+            differences.append(float(np.abs(result - expected).max()))
+    agreement = min(agreements)
+    line = f"  labels agree with Keras on {100 * agreement:.3f}% of pixels (worst of {len(agreements)} images)"
+    if differences:
+        line += f", max |logit diff| {max(differences):.2e}"
+    exact = quantization == "float32"
+    passed = not problems and (not exact or (agreement >= MIN_AGREEMENT and
+                                             (not differences or max(differences) <= MAX_LOGIT_DIFFERENCE)))
+    print(line + (f" -> {'PASS' if passed else 'FAIL'}" if exact else
+                  f" ({quantization}: reported, not asserted; op check {'PASS' if not problems else 'FAIL'})"))
+    return passed
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    config = config_from_args(args)
+    model = build_for_inference(config, args.weights)
+    if args.format == "saved_model":
+        pad = tuple(config.data.crop_size) if args.pad_to_crop else None
+        if args.pad_to_crop and config.model.convention != "deeplab":
+            raise SystemExit("--pad-to-crop reproduces the official DeepLab export; use it with deeplab_* configs")
+        images = sample_images(config, args.data_root, 3)
+        warmup = np.clip(np.round(images[0]), 0, 255).astype(np.uint8)
+        path = saved_model_export.export_saved_model(
+            model, args.output or Path("saved_models") / config.name, version=args.version,
+            probabilities=args.probabilities, pad_to_crop=pad, warmup_image=warmup, overwrite=args.overwrite)
+        print(f"wrote {path} (signatures serving_default, serve_encoded, serve_logits; warm-up requests in "
+              "assets.extra)")
+        return 0 if verify_saved_model(path, model, images, pad) else 1
+    if not args.input_size:
+        raise SystemExit("--format tflite needs --input-size H W (TFLite models have a fixed input size)")
+    size = tuple(args.input_size)
+    count = args.calibration_images if args.quantization == "int8" else 3
+    images = sample_images(config, args.data_root, count, size)
+    content = tflite_export.convert(config, model, size, quantization=args.quantization, output=args.tflite_output,
+                                    representative_images=images)
+    output = args.output or Path("saved_models") / f"{config.name}_{size[0]}x{size[1]}_{args.quantization}.tflite"
+    tflite_export.write(output, content, overwrite=args.overwrite)
+    print(f"wrote {output} ({len(content) / 2**20:.1f} MiB, input float32 RGB 0..255 [1, {size[0]}, {size[1]}, 3], "
+          f"output {args.tflite_output})")
+    return 0 if verify_tflite(content, model, images, args.tflite_output, args.quantization) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
