@@ -1,0 +1,163 @@
+"""Data: layouts and their checks, label mapping, augmentation invariants, determinism and resume."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mv2seg
+from keras_mv2seg.data import augment, list_samples, make_toy_dataset
+from keras_mv2seg.data.pipeline import eval_dataset, map_label, pad_pixel, train_dataset
+
+
+def seed(a, b=0):
+    return tf.constant([a, b], tf.int64)
+
+
+def test_toy_dataset_in_both_layouts(tmp_path):
+    city = make_toy_dataset(tmp_path / "city", train=3, val=2, height=32, width=64)
+    samples, problems = list_samples("cityscapes", city, "train")
+    assert len(samples) == 3 and not problems and samples[0].label_kind == "train_ids"
+    ade = make_toy_dataset(tmp_path / "ade", layout="ade20k", train=2, val=1, height=32, width=64)
+    samples, _ = list_samples("ade20k", ade, "val")
+    assert len(samples) == 1 and samples[0].image.endswith(".jpg") and samples[0].label_kind == "ade20k"
+    assert make_toy_dataset(tmp_path / "city", train=3, val=2, height=32, width=64) == city  # reused
+    with pytest.raises(ValueError, match="other settings"):
+        make_toy_dataset(tmp_path / "city", train=4, val=2, height=32, width=64)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="refusing to write"):
+        make_toy_dataset(tmp_path / "mine")
+
+
+def test_layout_problems_are_all_listed_with_file_names(tmp_path):
+    root = make_toy_dataset(tmp_path / "c", train=3, val=1, height=32, width=64)
+    labels = sorted((root / "gtFine" / "train").rglob("*_labelTrainIds.png"))
+    label_ids = sorted((root / "gtFine" / "train").rglob("*_labelIds.png"))
+    labels[0].unlink()  # falls back to labelIds
+    labels[1].unlink()
+    label_ids[1].unlink()  # no label at all
+    samples, problems = list_samples("cityscapes", root, "train", strict=False)
+    assert [s.label_kind for s in samples] == ["label_ids", "train_ids"]
+    assert len(problems) == 1 and "no label" in problems[0] and labels[1].name.split("_gtFine")[0] in problems[0]
+    with pytest.raises(ValueError, match="1 problem"):
+        list_samples("cityscapes", root, "train")
+    _, problems = list_samples("ade20k", tmp_path / "nothing", "training", strict=False)
+    assert "does not exist" in problems[0]
+    with pytest.raises(ValueError, match="splits"):
+        list_samples("cityscapes", root, "training")
+
+
+def test_label_mapping_rules():
+    label_ids = tf.constant([[[7], [26], [0], [33]]], tf.uint8)
+    assert map_label(label_ids, "label_ids", False).numpy().ravel().tolist() == [0, 13, 255, 18]
+    ade = tf.constant([[[0], [1], [150]]], tf.uint8)
+    assert map_label(ade, "ade20k", True).numpy().ravel().tolist() == [255, 0, 149]
+    assert map_label(ade, "ade20k", False).numpy().ravel().tolist() == [0, 1, 150]
+
+
+def test_label_ids_and_train_ids_give_the_same_training_labels(tmp_path):
+    root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
+    config = keras_mv2seg.get_config("toy", data_root=str(root))
+    from_train_ids = [l.numpy() for _, l, _ in eval_dataset(config, split="train")]
+    for path in (root / "gtFine" / "train").rglob("*_labelTrainIds.png"):
+        path.unlink()
+    from_label_ids = [l.numpy() for _, l, _ in eval_dataset(config, split="train")]
+    for a, b in zip(from_train_ids, from_label_ids):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rescale_keeps_ratio_and_rounds_like_mmcv():
+    assert [int(v) for v in augment.rescale_size(1024, 2048, (2048, 1024), 0.5)] == [512, 1024]
+    assert [int(v) for v in augment.rescale_size(300, 400, (2048, 512))] == [512, 683]  # short side 512
+    assert [int(v) for v in augment.rescale_size(100, 2000, (2048, 512))] == [102, 2048]  # long side capped
+
+
+def test_nearest_label_resize_never_creates_new_ids():
+    label = tf.constant(np.random.default_rng(0).choice([3, 7, 255], (1, 17, 23)).astype(np.uint8))[0, ..., None]
+    for size in ((40, 51), (7, 9)):
+        resized = augment.resize_label(label, size)
+        assert set(np.unique(resized.numpy())) <= {3, 7, 255}
+
+
+def test_crop_redraws_until_no_class_dominates():
+    label = np.zeros((100, 100, 1), np.uint8)
+    label[:, 50:] = 1  # a 20x20 crop holds both classes under 75 % each only near the boundary (~1 in 4)
+    image = tf.zeros((100, 100, 3))
+
+    def good_share(ratio):
+        good = 0
+        for i in range(40):
+            _, crop = augment.random_crop(image, tf.constant(label), seed(i), (20, 20), cat_max_ratio=ratio)
+            values, counts = np.unique(crop.numpy(), return_counts=True)
+            good += len(values) > 1 and counts.max() / counts.sum() < 0.75
+        return good / 40
+
+    with_rule, without = good_share(0.75), good_share(1.0)
+    assert with_rule >= 0.8 and without <= 0.45, (with_rule, without)  # up to 10 draws: 1 - 0.77^10 = 0.93
+
+
+def test_ignore_and_padding_never_become_classes():
+    image = tf.random.uniform((30, 40, 3), 0, 255, seed=1)
+    label = tf.fill((30, 40, 1), tf.constant(255, tf.uint8))
+    out_image, out_label = augment.train_augment(
+        image, label, seed(3), scale=(40, 30), crop_size=(64, 64), ratio_range=(0.5, 2.0), cat_max_ratio=0.75,
+        ignore_index=255, pad_pixel=(123.675, 116.28, 103.53))
+    assert out_image.shape == (64, 64, 3) and set(np.unique(out_label.numpy())) == {255}
+    padded_image, padded_label = augment.pad_to_size(tf.zeros((10, 12, 3)), tf.zeros((10, 12, 1), tf.uint8),
+                                                     (16, 16), (1.0, 2.0, 3.0))
+    assert padded_label.numpy()[10:].max() == 255 == padded_label.numpy()[:, 12:].min()
+    np.testing.assert_array_equal(padded_image.numpy()[12, 14], [1.0, 2.0, 3.0])
+
+
+def test_flip_moves_image_and_label_together():
+    image = tf.reshape(tf.range(2 * 3 * 3, dtype=tf.float32), (2, 3, 3))
+    label = tf.constant([[[0], [1], [2]], [[3], [4], [5]]], tf.uint8)
+    for i in range(6):
+        flipped_image, flipped_label = augment.random_flip(image, label, seed(i))
+        first_col = flipped_label.numpy()[0, 0, 0]
+        np.testing.assert_array_equal(flipped_image.numpy()[0, 0], image.numpy()[0, first_col])
+
+
+def test_photometric_distortion_stays_in_uint8_range_and_is_deterministic():
+    image = tf.random.uniform((16, 16, 3), 0, 255, seed=2)
+    results = [augment.photometric_distortion(image, seed(i)) for i in range(8)]
+    for result in results:
+        values = result.numpy()
+        assert values.min() >= 0 and values.max() <= 255 and np.array_equal(values, np.floor(values))
+    np.testing.assert_array_equal(augment.photometric_distortion(image, seed(5)), results[5])
+    assert any(not np.allclose(r, image) for r in results)
+
+
+def test_pad_pixel_normalises_to_zero():
+    for name in ("toy", "deeplab_mnv2_pascal"):
+        config = keras_mv2seg.get_config(name)
+        pixel = np.asarray(pad_pixel(config), np.float32)
+        convention = config.model.conventions
+        np.testing.assert_allclose(pixel * np.asarray(convention.input_scale) + np.asarray(convention.input_offset),
+                                   0, atol=1e-5)
+
+
+def test_training_stream_is_deterministic_and_resumable(tiny_toy_root):
+    config = keras_mv2seg.get_config("toy", data_root=str(tiny_toy_root), crop_size=(32, 32))
+    first = [(x.numpy(), y.numpy()) for x, y in train_dataset(config, batch_size=2, seed=4).take(5)]
+    again = [(x.numpy(), y.numpy()) for x, y in train_dataset(config, batch_size=2, seed=4).take(5)]
+    resumed = [(x.numpy(), y.numpy()) for x, y in train_dataset(config, batch_size=2, seed=4, start_sample=6).take(2)]
+    for (a, b), (c, d) in zip(first, again):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    for (a, b), (c, d) in zip(first[3:], resumed):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    other = next(iter(train_dataset(config, batch_size=2, seed=5)))[1].numpy()
+    assert not np.array_equal(other, first[0][1])
+    assert first[0][0].shape == (2, 32, 32, 3) and first[0][1].dtype == np.int32
+    # every file is read once per epoch (8 files, 4 batches of 2)
+    epoch = [y for _, y in first[:4]]
+    assert len({y.tobytes() for batch in epoch for y in batch}) == 8
+
+
+def test_eval_dataset_keeps_original_labels(tiny_toy_root):
+    config = keras_mv2seg.get_config("toy", data_root=str(tiny_toy_root), base_scale=(64, 32))
+    image, label, name = next(iter(eval_dataset(config)))
+    assert image.shape == (32, 64, 3) and label.shape == (64, 128)
+    assert name.numpy().decode().startswith("leftImg8bit/val/")
