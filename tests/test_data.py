@@ -161,3 +161,46 @@ def test_eval_dataset_keeps_original_labels(tiny_toy_root):
     image, label, name = next(iter(eval_dataset(config)))
     assert image.shape == (32, 64, 3) and label.shape == (64, 128)
     assert name.numpy().decode().startswith("leftImg8bit/val/")
+
+
+def test_check_data_reports_every_problem(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("check_data", Path(__file__).parents[1] / "tools" / "check_data.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    root = make_toy_dataset(tmp_path / "c", train=3, val=1, height=32, width=64)
+    assert tool.main(["--dataset", "cityscapes", str(root)]) == 0
+    assert "4 samples checked, 0 problem(s)" in capsys.readouterr().out
+    labels = sorted((root / "gtFine" / "train").rglob("*_labelTrainIds.png"))
+    labels[0].write_bytes(tf.io.encode_png(np.full((32, 64, 1), 40, np.uint8)).numpy())  # invalid train id
+    labels[1].write_bytes(tf.io.encode_png(np.zeros((16, 64, 1), np.uint8)).numpy())  # wrong size
+    images = sorted((root / "leftImg8bit" / "train").rglob("*.png"))
+    images[2].write_bytes(b"broken")
+    assert tool.main(["--dataset", "cityscapes", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{labels[0]}: label values [40] are not valid train_ids" in out
+    assert f"{labels[1]}: size 64x16 differs from its image 64x32" in out
+    assert f"{images[2]}: image does not decode" in out and "3 problem(s)" in out
+
+
+def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    np.in1d = getattr(np, "in1d", np.isin)  # cityscapesscripts 2.3 on NumPy 2.4
+    spec = importlib.util.spec_from_file_location("prep", Path(__file__).parents[1] / "tools" / "prepare_cityscapes.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    folder = tmp_path / "gtFine" / "val" / "city"
+    folder.mkdir(parents=True)
+    annotation = {"imgHeight": 20, "imgWidth": 30, "objects": [
+        {"label": "road", "polygon": [[0, 10], [29, 10], [29, 19], [0, 19]]},
+        {"label": "car", "polygon": [[5, 12], [12, 12], [12, 16], [5, 16]]}]}
+    (folder / "city_000000_000019_gtFine_polygons.json").write_text(json.dumps(annotation))
+    assert tool.main([str(tmp_path)]) == 0
+    label = tf.io.decode_png((folder / "city_000000_000019_gtFine_labelTrainIds.png").read_bytes()).numpy()[..., 0]
+    assert label[0, 0] == 255 and label[18, 25] == 0 and label[14, 8] == 13
+    assert tool.main([str(tmp_path)]) == 0 and "1 existing kept" in capsys.readouterr().out
