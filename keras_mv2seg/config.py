@@ -121,6 +121,8 @@ class DataConfig:
     ignore_index: int = 255
     reduce_zero_label: bool = False  # ADE20K: 0 -> 255, L -> L - 1
     test_mode: str = "whole"  # whole | slide
+    train_records: str = ""  # DeepLab TFRecord file pattern to train from instead of the layout at data_root
+    val_records: str = ""  # likewise for validation
 
     def __post_init__(self):
         _choice("data", "dataset", self.dataset, ("cityscapes", "ade20k", "pascal_voc", "toy"))

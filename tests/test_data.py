@@ -204,3 +204,29 @@ def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys):
     label = tf.io.decode_png((folder / "city_000000_000019_gtFine_labelTrainIds.png").read_bytes()).numpy()[..., 0]
     assert label[0, 0] == 255 and label[18, 25] == 0 and label[14, 8] == 13
     assert tool.main([str(tmp_path)]) == 0 and "1 existing kept" in capsys.readouterr().out
+
+
+def test_deeplab_tfrecords_round_trip_and_feed_both_pipelines(tmp_path, tiny_toy_root):
+    from keras_mv2seg.data.tfrecord import parse_example, write_tfrecords
+
+    config = keras_mv2seg.get_config("toy", data_root=str(tiny_toy_root), crop_size=(32, 32))
+    samples, _ = list_samples("toy", tiny_toy_root, "val")
+    paths = write_tfrecords(samples, tmp_path / "rec" / "val", shards=2)
+    assert [p.name for p in paths] == ["val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"]
+    with pytest.raises(FileExistsError, match="exists"):
+        write_tfrecords(samples, tmp_path / "rec" / "val", shards=2)
+    from_layout = {n.numpy(): l.numpy() for _, l, n in eval_dataset(config, split="val")}
+    from_records = {n.numpy(): l.numpy() for _, l, n in eval_dataset(config, records=tmp_path / "rec" / "val-*")}
+    assert from_layout.keys() == from_records.keys()
+    for name, label in from_layout.items():
+        np.testing.assert_array_equal(label, from_records[name])
+    record = next(iter(tf.data.TFRecordDataset(str(paths[0]))))
+    image, label, name = parse_example(record)
+    assert image.shape[-1] == 3 and label.shape[-1] == 1 and name.numpy().startswith(b"leftImg8bit/val/")
+    batches = list(train_dataset(config, batch_size=2, records=tmp_path / "rec" / "val-*", seed=1).take(3))
+    resumed = next(iter(train_dataset(config, batch_size=2, records=tmp_path / "rec" / "val-*", seed=1,
+                                      start_sample=4)))
+    np.testing.assert_array_equal(batches[2][1], resumed[1])
+    assert batches[0][0].shape == (2, 32, 32, 3)
+    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+        eval_dataset(config, records=tmp_path / "missing-*")

@@ -86,3 +86,15 @@ def test_sigkill_then_resume_continues_the_schedule(tiny_config_file, tmp_path):
     assert summary["iterations"] == 8 and summary["resumed_from"] >= 4
     iterations = [json.loads(line)["iteration"] for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert iterations[-1] == 8 and set(iterations) <= {2, 4, 6, 8}
+
+
+def test_training_from_deeplab_tfrecords(tiny_config_file, tiny_toy_root, tmp_path):
+    from keras_mv2seg.data import list_samples
+    from keras_mv2seg.data.tfrecord import write_tfrecords
+
+    for split in ("train", "val"):
+        write_tfrecords(list_samples("toy", tiny_toy_root, split)[0], tmp_path / "rec" / split)
+    config = keras_mv2seg.get_config(str(tiny_config_file(iters=2, interval=2))).replace(
+        data_root="", train_records=str(tmp_path / "rec" / "train-*"), val_records=str(tmp_path / "rec" / "val-*"))
+    summary = train(config, tmp_path / "run", verbose=0)
+    assert summary["iterations"] == 2 and summary["last_mIoU"] is not None

@@ -68,27 +68,45 @@ def training_samples(config: Config, data_root=None, split="train") -> list[Samp
 
 
 def train_dataset(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
-                  start_sample: int = 0, samples: list[Sample] | None = None) -> tf.data.Dataset:
+                  start_sample: int = 0, samples: list[Sample] | None = None, records=None,
+                  shuffle_buffer: int = 1000) -> tf.data.Dataset:
     """Infinite, deterministic stream of augmented (images float32 [B,h,w,3] 0..255, labels int32 [B,h,w])
-    batches at the crop size, starting at sample ``start_sample``."""
-    samples = samples if samples is not None else training_samples(config, data_root)
+    batches at the crop size, starting at sample ``start_sample``.
+
+    From a dataset layout (default) files are picked by index (see the module docstring). From DeepLab
+    TFRecords (``records``: a file pattern; labels already training ids) the order comes from a seeded
+    shuffle buffer, and resuming skips ``start_sample`` serialized records before any decoding."""
     data = config.data
     batch_size = batch_size or config.train.batch_size
+    pad = pad_pixel(config)
+
+    def augmented(sample_index, image, label):
+        example_seed = tf.stack([tf.constant(seed, tf.int64) + 7919, sample_index])
+        image, label = augment.train_augment(
+            image, label, example_seed, scale=data.base_scale, crop_size=data.crop_size,
+            ratio_range=data.ratio_range, cat_max_ratio=data.cat_max_ratio, ignore_index=data.ignore_index,
+            pad_pixel=pad)
+        return image, tf.cast(label[..., 0], tf.int32)
+
+    if records is not None:
+        from keras_mv2seg.data.tfrecord import parse_example, record_files
+
+        dataset = tf.data.TFRecordDataset(record_files(records)).repeat()
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.skip(start_sample).enumerate(start_sample)
+        dataset = dataset.map(lambda i, record: augmented(i, *parse_example(record)[:2]),
+                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+    samples = samples if samples is not None else training_samples(config, data_root)
     images, labels, kind_ids = _sample_tensors(samples, data.reduce_zero_label)
     count = tf.constant(len(samples), tf.int64)
-    scale = data.base_scale
-    pad = pad_pixel(config)
 
     def load(sample_index):
         epoch, position = sample_index // count, sample_index % count
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
-        image, label = _load(images, labels, kind_ids, file_index, data.reduce_zero_label)
-        example_seed = tf.stack([tf.constant(seed, tf.int64) + 7919, sample_index])
-        image, label = augment.train_augment(
-            image, label, example_seed, scale=scale, crop_size=data.crop_size, ratio_range=data.ratio_range,
-            cat_max_ratio=data.cat_max_ratio, ignore_index=data.ignore_index, pad_pixel=pad)
-        return image, tf.cast(label[..., 0], tf.int32)
+        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label))
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -96,9 +114,19 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
 
 
 def eval_dataset(config: Config, data_root=None, split: str = "val", *,
-                 samples: list[Sample] | None = None) -> tf.data.Dataset:
+                 samples: list[Sample] | None = None, records=None) -> tf.data.Dataset:
     """One element per image: (image float32 [h,w,3] resized by the reference's test rule, label int32 [H,W]
-    at the original size, name string). Batch with ``.batch(1)``: sizes may differ between images."""
+    at the original size, name string). Batch with ``.batch(1)``: sizes may differ between images.
+    ``records``: read DeepLab TFRecords (a file pattern) instead of a dataset layout."""
+    if records is not None:
+        from keras_mv2seg.data.tfrecord import parse_example, record_files
+
+        def parsed(record):
+            image, label, name = parse_example(record)
+            return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), name
+
+        return tf.data.TFRecordDataset(record_files(records)).map(parsed, num_parallel_calls=AUTOTUNE,
+                                                                  deterministic=True).prefetch(AUTOTUNE)
     if samples is None:
         samples = list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
     images, labels, kind_ids = _sample_tensors(samples, config.data.reduce_zero_label)

@@ -165,7 +165,8 @@ class _Monitor(keras.callbacks.Callback):
 class _Run:
     def __init__(self, config: Config, work_dir: Path, data_root, seed: int, strategy, verbose: int):
         self.config, self.work_dir, self.seed, self.verbose = config, work_dir, seed, verbose
-        self.data_root = resolve_data_root(config, data_root)
+        data = config.data
+        self.data_root = None if (data.train_records and data.val_records) else resolve_data_root(config, data_root)
         self.strategy = strategy or make_strategy(config.train.distribution)
         self.chief = is_chief(self.strategy)
         self.global_batch = config.train.batch_size
@@ -222,7 +223,9 @@ class _Run:
 
     def validate(self, iteration: int):
         align = CONVENTIONS[self.config.model.convention].align_corners
-        result = evaluate_model(inference_model(self.model), eval_dataset(self.config, self.data_root, "val"),
+        records = self.config.data.val_records or None
+        result = evaluate_model(inference_model(self.model),
+                                eval_dataset(self.config, self.data_root, "val", records=records),
                                 self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
                                 align_corners=align)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
@@ -286,7 +289,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     began = time.perf_counter()
     if start < train_cfg.max_iters:
         dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
-                                start_sample=start * run.global_batch).map(with_targets(run.model))
+                                start_sample=start * run.global_batch,
+                                records=config.data.train_records or None).map(with_targets(run.model))
         fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
             steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
     wall = time.perf_counter() - began
