@@ -13,7 +13,6 @@ measured in the same run on the same device: a machine-independent measure of ho
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,26 +20,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
+from keras_mv2seg.benchmark import matmul_gflops, time_steps  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 
 CONFIGS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_512x1024_80k_cityscapes",
            "aspp": "deeplabv3_m-v2-d8_512x1024_80k_cityscapes",
            "sepaspp": "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes",
            "deeplab": "deeplab_mnv2_cityscapes"}
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of GFLOP/s of an n x n float32 matmul: the device's practical peak for dense float32 work."""
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    product(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 def time_model(config, shape, iters, warmup, xla):
@@ -53,14 +39,7 @@ def time_model(config, shape, iters, warmup, xla):
 
     rng = np.random.default_rng(0)
     images = [tf.constant(rng.uniform(0, 255, (1, *shape, 3)).astype("float32")) for _ in range(2)]
-    for i in range(warmup):
-        predict(images[i % 2]).numpy()
-    times = []
-    for i in range(iters):
-        start = time.perf_counter()
-        predict(images[i % 2]).numpy()  # copy to host included
-        times.append(time.perf_counter() - start)
-    return macs, np.asarray(times)
+    return macs, time_steps(lambda x: predict(x).numpy(), images, iters, warmup)  # copy to host included
 
 
 def parse_args(argv):

@@ -108,3 +108,25 @@ def test_layer_names_are_stable():
                      "decode_c1_bottleneck_conv", "decode_sep_bottleneck1_pointwise_bn", "decode_conv_seg",
                      "aux_convs0_conv", "aux_conv_seg", "logits", "aux_logits"):
         assert expected in names
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_float32_logits(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = build_segmenter(small("aspp"), auxiliary=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    outputs = model(np.zeros((1, 32, 32, 3), "float32"))
+    assert outputs["logits"].dtype == "float32" and outputs["aux_logits"].dtype == "float32"
+    assert model.get_layer("decode_bottleneck_conv").compute_dtype != "float32"
+
+
+def test_conv_macs_equal_the_reference_at_1024x2048():
+    from keras_mv2seg.flops import conv_macs
+
+    cfg = get_config("fcn_m-v2-d8_512x1024_80k_cityscapes")
+    macs = conv_macs(build_segmenter(cfg, input_shape=(1024, 2048, 3)))
+    assert abs(macs / 1e9 - 312.9) < 0.1  # SPEC: FCN 312.9 G multiply-adds at 1024x2048
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        conv_macs(build_segmenter(cfg))

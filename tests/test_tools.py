@@ -128,3 +128,12 @@ def test_predict_tool_writes_class_maps_and_overlays(trained_tiny, tiny_toy_root
     assert tf.io.decode_png(labels[0].read_bytes()).numpy().max() < 19
     with pytest.raises(SystemExit, match="no image file"):
         load_tool("predict").main([str(config_file), str(weights), str(tmp_path / "missing*.png")])
+
+
+@pytest.mark.parametrize("backend", ["keras", "saved_model", "tflite"])
+def test_benchmark_tool_backends(tiny_config_file, backend, capsys):
+    config_file = tiny_config_file()
+    assert load_tool("benchmark").main([str(config_file), "--backend", backend, "--shape", "32", "48",
+                                        "--iters", "2", "--warmup", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{backend}" in printed and "fps" in printed and "x the float32 matmul" in printed

@@ -98,3 +98,38 @@ def test_training_from_deeplab_tfrecords(tiny_config_file, tiny_toy_root, tmp_pa
         data_root="", train_records=str(tmp_path / "rec" / "train-*"), val_records=str(tmp_path / "rec" / "val-*"))
     summary = train(config, tmp_path / "run", verbose=0)
     assert summary["iterations"] == 2 and summary["last_mIoU"] is not None
+
+
+def test_pretrained_backbone_initialisation_and_mixed_precision(tiny_config_file, tmp_path):
+    """An mmcls-layout ImageNet checkpoint initialises the backbone; bfloat16 mixed precision trains with
+    float32 logits. The learning rate is ~0 so the weights stay those of the checkpoint."""
+    from keras_mv2seg.convert.mmseg import source_key
+    from keras_mv2seg.models import build_segmenter
+    from tests.pth_writer import save_pth
+
+    config = keras_mv2seg.get_config(str(tiny_config_file(iters=2, interval=2)))
+    donor = build_segmenter(config)
+    rng = np.random.default_rng(0)
+    state = {}
+    for layer in donor.layers:
+        if layer.name.startswith(("stem_", "block")) and layer.weights:
+            for variable in layer.weights:
+                role = variable.path.rsplit("/", 1)[-1]
+                shape = tuple(variable.shape)
+                if role == "kernel":
+                    shape = (shape[2], 1, *shape[:2]) if "depthwise" in layer.name else (shape[3], shape[2], *shape[:2])
+                value = rng.normal(size=shape).astype("float32")
+                state[source_key(layer, role)] = np.abs(value) + 0.5 if role == "moving_variance" else value
+    state["head.fc.weight"] = np.zeros((10, 4), "float32")
+    save_pth(tmp_path / "imagenet.pth", state)
+    config = config.replace(pretrained=str(tmp_path / "imagenet.pth"), lr=1e-12, min_lr=1e-12,
+                            mixed_precision="bfloat16")
+    summary = train(config, tmp_path / "run", verbose=0)
+    assert summary["iterations"] == 2
+    trained = build_segmenter(config, auxiliary=True)
+    trained.load_weights(tmp_path / "run" / "final.weights.h5")
+    np.testing.assert_allclose(trained.get_layer("stem_conv").get_weights()[0],
+                               state["backbone.conv1.conv.weight"].transpose(2, 3, 1, 0), atol=1e-4)
+    import keras
+
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
