@@ -257,16 +257,22 @@ def _atomic_weights(model: keras.Model, path: Path):
 
 
 def _check_work_dir(work_dir: Path, config: Config):
+    """Write ``config.json``, or check that a resumed run has the same config. Fields a saved config lacks
+    (added to the project after that run) count as their defaults."""
     saved = work_dir / "config.json"
     current = json.loads(str(config))
     if saved.is_file():
         previous = json.loads(saved.read_text())
-        if previous != current:
-            changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
-                             for key in current[section]
-                             if previous.get(section, {}).get(key) != current[section][key])
-            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed) or 'name'});"
-                             " use another --work-dir or the same config to resume")
+        defaults = json.loads(str(Config(name=config.name)))
+        changed = sorted(
+            f"{section}.{key}" for section, fields in current.items() if isinstance(fields, dict) and section != "results"
+            for key, value in fields.items()
+            if previous.get(section, {}).get(key, defaults[section].get(key)) != value)
+        if previous.get("name") != config.name:
+            changed.insert(0, "name")
+        if changed:
+            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}); "
+                             "use another --work-dir or the same config to resume")
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(current, indent=2))
