@@ -178,11 +178,14 @@ def test_check_data_reports_every_problem(tmp_path, capsys):
     labels[1].write_bytes(tf.io.encode_png(np.zeros((16, 64, 1), np.uint8)).numpy())  # wrong size
     images = sorted((root / "leftImg8bit" / "train").rglob("*.png"))
     images[2].write_bytes(b"broken")
+    val_label = next((root / "gtFine" / "val").rglob("*_labelTrainIds.png"))
+    val_label.write_bytes(tf.io.encode_png(np.zeros((32, 64, 1), np.uint16)).numpy())
     assert tool.main(["--dataset", "cityscapes", str(root)]) == 1
     out = capsys.readouterr().out
+    assert f"{val_label}: 16-bit PNG, expected an 8-bit class map" in out
     assert f"{labels[0]}: label values [40] are not valid train_ids" in out
     assert f"{labels[1]}: size 64x16 differs from its image 64x32" in out
-    assert f"{images[2]}: image does not decode" in out and "3 problem(s)" in out
+    assert f"{images[2]}: image does not decode" in out and "4 problem(s)" in out
 
 
 def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys):
@@ -230,3 +233,48 @@ def test_deeplab_tfrecords_round_trip_and_feed_both_pipelines(tmp_path, tiny_toy
     assert batches[0][0].shape == (2, 32, 32, 3)
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         eval_dataset(config, records=tmp_path / "missing-*")
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("corrupt_image", "not a PNG/JPEG/BMP/GIF image"),
+    ("truncated_label_header", "label is not an 8-bit PNG"),
+    ("label_16_bit", "label is not an 8-bit PNG"),
+    ("label_size", "image and label sizes differ"),
+])
+def test_bad_files_fail_in_the_pipeline_naming_the_file(tmp_path, problem, message):
+    root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
+    config = keras_mv2seg.get_config("toy", data_root=str(root))
+    image = sorted((root / "leftImg8bit" / "val").rglob("*.png"))[0]
+    label = sorted((root / "gtFine" / "val").rglob("*_labelTrainIds.png"))[0]
+    if problem == "corrupt_image":
+        image.write_bytes(b"garbage" * 10)
+        culprit = image
+    elif problem == "truncated_label_header":
+        label.write_bytes(label.read_bytes()[:10])
+        culprit = label
+    elif problem == "label_16_bit":
+        label.write_bytes(tf.io.encode_png(np.zeros((32, 64, 1), np.uint16)).numpy())
+        culprit = label
+    else:
+        label.write_bytes(tf.io.encode_png(np.zeros((16, 64, 1), np.uint8)).numpy())
+        culprit = label
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"(?s){message}.*{culprit.name}"):
+        list(eval_dataset(config))
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grayscale_and_rgba_images_are_converted_to_rgb(tmp_path, channels):
+    root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
+    config = keras_mv2seg.get_config("toy", data_root=str(root))
+    image = sorted((root / "leftImg8bit" / "val").rglob("*.png"))[0]
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 64, channels), dtype=np.uint8)
+    image.write_bytes(tf.io.encode_png(pixels).numpy())
+    decoded = next(iter(eval_dataset(config.replace(base_scale=(64, 32)))))[0].numpy()
+    expected = np.repeat(pixels, 3, -1) if channels == 1 else pixels[..., :3]
+    np.testing.assert_array_equal(decoded, expected.astype(np.float32))
+
+
+def test_empty_split_is_an_error(tmp_path):
+    (tmp_path / "leftImg8bit" / "val" / "city").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no \\*_leftImg8bit.png images"):
+        list_samples("cityscapes", tmp_path, "val")

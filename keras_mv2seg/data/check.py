@@ -30,10 +30,13 @@ def check_dataset(dataset: str, root, splits=None) -> tuple[int, list[str]]:
             except tf.errors.OpError as error:
                 problems.append(f"{sample.image}: image does not decode ({error.message.splitlines()[0]})")
                 continue
-            if image.shape[-1] != 3:
-                problems.append(f"{sample.image}: {image.shape[-1]} channels, expected 3 (RGB)")
+            # grayscale and RGBA images are converted to RGB by the pipeline (documented): not a problem
+            data = tf.io.read_file(sample.label).numpy()
+            if data[:4] == b"\x89PNG" and len(data) > 24 and data[24] != 8:
+                problems.append(f"{sample.label}: {data[24]}-bit PNG, expected an 8-bit class map")
+                continue
             try:
-                label = tf.io.decode_png(tf.io.read_file(sample.label)).numpy()
+                label = tf.io.decode_png(data).numpy()
             except tf.errors.OpError as error:
                 problems.append(f"{sample.label}: label does not decode as PNG ({error.message.splitlines()[0]})")
                 continue

@@ -37,13 +37,37 @@ def map_label(label, kind, reduce_zero_label: bool):
     return label
 
 
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8")
+
+
+def _checked_bytes(path, data, *, label: bool):
+    """Assert, naming the file, before decoding (a bare decode error inside tf.data names nothing): a known
+    image format; for labels an 8-bit PNG (a 16-bit label would otherwise be rescaled silently)."""
+    if label:
+        header = tf.strings.join([tf.strings.substr(data, 0, 25), b"\0" * 25])  # short files: no substr error
+        ok = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
+                            tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
+        message = "label is not an 8-bit PNG class map:"
+    else:
+        ok = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC])
+        message = "not a PNG/JPEG/BMP/GIF image (corrupt or unknown format):"
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message, path])]):
+        return tf.identity(data)
+
+
 def decode(image_path, label_path):
-    image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
-    label = tf.io.decode_png(tf.io.read_file(label_path), channels=1)
+    """Image as float32 RGB and label as uint8 [H, W, 1]. Conversions: grayscale images are replicated to
+    3 channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits. Problems (unknown format,
+    16-bit or non-PNG label, sizes that differ) raise errors naming the file."""
+    image = tf.io.decode_image(_checked_bytes(image_path, tf.io.read_file(image_path), label=False), channels=3,
+                               expand_animations=False, dtype=tf.uint8)
+    label = tf.io.decode_png(_checked_bytes(label_path, tf.io.read_file(label_path), label=True), channels=1)
     image = tf.ensure_shape(image, [None, None, 3])
-    tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(label)[:2],
-                              message=tf.strings.format("image and label sizes differ: {}", image_path))
-    return tf.cast(image, tf.float32), label
+    same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
+                                    ["image and label sizes differ:", image_path, tf.shape(image)[:2], label_path,
+                                     tf.shape(label)[:2]])
+    with tf.control_dependencies([same_size]):
+        return tf.cast(image, tf.float32), tf.identity(label)
 
 
 def _sample_tensors(samples: list[Sample], reduce_zero_label: bool):
