@@ -278,3 +278,34 @@ def test_empty_split_is_an_error(tmp_path):
     (tmp_path / "leftImg8bit" / "val" / "city").mkdir(parents=True)
     with pytest.raises(ValueError, match="no \\*_leftImg8bit.png images"):
         list_samples("cityscapes", tmp_path, "val")
+
+
+def opencv_step(rgb, step, value):
+    """The reference's photometric steps (mmcv/mmseg) with OpenCV on uint8 images."""
+    import cv2
+
+    image = rgb.astype(np.float32)
+    if step == "brightness":
+        return np.clip(image + value, 0, 255).astype(np.uint8)
+    if step == "contrast":
+        return np.clip(image * value, 0, 255).astype(np.uint8)
+    hsv = cv2.cvtColor(rgb[..., ::-1].copy(), cv2.COLOR_BGR2HSV)
+    if step == "saturation":
+        hsv[..., 1] = np.clip(hsv[..., 1].astype(np.float32) * value, 0, 255).astype(np.uint8)
+    else:
+        hsv[..., 0] = ((hsv[..., 0].astype(int) + value) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[..., ::-1]
+
+
+@pytest.mark.parametrize("step, value", [("brightness", -23.5), ("brightness", 31.0), ("contrast", 0.55),
+                                         ("contrast", 1.4), ("saturation", 0.5), ("saturation", 1.3),
+                                         ("hue", -18), ("hue", 7)])
+def test_photometric_steps_match_opencv(step, value):
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    ours = getattr(augment, f"adjust_{step}")(tf.constant(rgb, tf.float32), value).numpy()
+    reference = opencv_step(rgb, step, value).astype(np.float32)
+    difference = np.abs(ours - reference)
+    if step in ("brightness", "contrast"):
+        assert difference.max() == 0  # same arithmetic, same truncation
+    else:  # OpenCV quantises H, S, V to uint8 (H in 2-degree steps); our HSV is float
+        assert difference.mean() < 1.0 and difference.max() <= 8, (difference.mean(), difference.max())

@@ -102,6 +102,30 @@ def _to_uint8_range(image):
     return tf.floor(tf.clip_by_value(image, 0.0, 255.0))
 
 
+def adjust_brightness(image, delta):
+    return _to_uint8_range(image + delta)
+
+
+def adjust_contrast(image, alpha):
+    return _to_uint8_range(image * alpha)
+
+
+def _in_hsv(image, fn):
+    """Apply ``fn(h, s, v)`` (h in [0, 1), s and v in [0, 1]) and come back to 0..255 integers."""
+    h, s, v = tf.unstack(tf.image.rgb_to_hsv(image / 255.0), axis=-1)
+    return tf.round(tf.clip_by_value(tf.image.hsv_to_rgb(tf.stack(fn(h, s, v), axis=-1)) * 255.0, 0.0, 255.0))
+
+
+def adjust_saturation(image, alpha):
+    """Saturation times ``alpha``, clipped (the reference scales OpenCV's uint8 S channel)."""
+    return _in_hsv(image, lambda h, s, v: (h, tf.clip_by_value(s * alpha, 0.0, 1.0), v))
+
+
+def adjust_hue(image, delta):
+    """Hue shifted by ``delta`` in OpenCV's 0..180 hue scale (2 degrees per unit), wrapping around."""
+    return _in_hsv(image, lambda h, s, v: (tf.math.floormod(h + tf.cast(delta, tf.float32) / 180.0, 1.0), s, v))
+
+
 def photometric_distortion(image, seed, brightness_delta=32, contrast_range=(0.5, 1.5),
                            saturation_range=(0.5, 1.5), hue_delta=18):
     """mmseg PhotoMetricDistortion on 0..255 values: brightness, contrast (first or last, chosen at random),
@@ -109,26 +133,18 @@ def photometric_distortion(image, seed, brightness_delta=32, contrast_range=(0.5
     seeds = _seeds(seed, 10)
     coin = lambda s: _uniform(s) < 0.5  # noqa: E731
 
-    def maybe(step_seed, value_seed, image, fn):
-        return tf.cond(coin(step_seed), lambda: fn(image, value_seed), lambda: image)
+    def maybe(step_seed, image, fn):
+        return tf.cond(coin(step_seed), lambda: fn(image), lambda: image)
 
-    brightness = lambda x, s: _to_uint8_range(x + _uniform(s, -brightness_delta, brightness_delta))  # noqa: E731
-    contrast = lambda x, s: _to_uint8_range(x * _uniform(s, *contrast_range))  # noqa: E731
-
-    def saturation_hue(x):
-        hsv = tf.image.rgb_to_hsv(x / 255.0)
-        h, s, v = tf.unstack(hsv, axis=-1)
-        s = tf.cond(coin(seeds[4]), lambda: tf.clip_by_value(s * _uniform(seeds[5], *saturation_range), 0, 1),
-                    lambda: s)
-        shift = tf.floor(_uniform(seeds[7], -hue_delta, hue_delta + 1)) / 180.0  # randint(-18, 18) of 180
-        h = tf.cond(coin(seeds[6]), lambda: tf.math.floormod(h + shift, 1.0), lambda: h)
-        return _to_uint8_range(tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)) * 255.0 + 0.5)
-
-    image = maybe(seeds[0], seeds[1], image, brightness)
+    contrast = lambda x: adjust_contrast(x, _uniform(seeds[3], *contrast_range))  # noqa: E731
+    image = maybe(seeds[0], image, lambda x: adjust_brightness(x, _uniform(seeds[1], -brightness_delta,
+                                                                           brightness_delta)))
     contrast_first = coin(seeds[8])
-    image = tf.cond(contrast_first, lambda: maybe(seeds[2], seeds[3], image, contrast), lambda: image)
-    image = saturation_hue(image)
-    return tf.cond(contrast_first, lambda: image, lambda: maybe(seeds[2], seeds[3], image, contrast))
+    image = tf.cond(contrast_first, lambda: maybe(seeds[2], image, contrast), lambda: image)
+    image = maybe(seeds[4], image, lambda x: adjust_saturation(x, _uniform(seeds[5], *saturation_range)))
+    hue_shift = tf.floor(_uniform(seeds[7], -hue_delta, hue_delta + 1))  # randint(-18, 18)
+    image = maybe(seeds[6], image, lambda x: adjust_hue(x, hue_shift))
+    return tf.cond(contrast_first, lambda: image, lambda: maybe(seeds[2], image, contrast))
 
 
 def pad_to_size(image, label, size, pad_pixel, ignore_index=255):
