@@ -309,3 +309,12 @@ def test_photometric_steps_match_opencv(step, value):
         assert difference.max() == 0  # same arithmetic, same truncation
     else:  # OpenCV quantises H, S, V to uint8 (H in 2-degree steps); our HSV is float
         assert difference.mean() < 1.0 and difference.max() <= 8, (difference.mean(), difference.max())
+
+
+def test_out_of_range_labels_are_named_before_the_loss(tmp_path):
+    root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
+    config = keras_mv2seg.get_config("toy", data_root=str(root), num_classes=5, crop_size=(32, 32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)label values outside 0...*4.*largest.*leftImg8bit"):
+        next(iter(train_dataset(config, batch_size=1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)label values outside.*val"):
+        list(eval_dataset(config))

@@ -157,3 +157,16 @@ def test_tflite_int8_and_label_output():
     assert labels.shape == (48, 48) and labels.dtype == np.int32
     with pytest.raises(ValueError, match="needs representative_images"):
         tl.convert(config, model, (48, 48), quantization="int8")
+
+
+@pytest.mark.parametrize("quantization", ["float16", "dynamic"])
+def test_tflite_float16_and_dynamic_range(quantization):
+    config = tiny("fcn")
+    model = build_segmenter(config)
+    content = tl.convert(config, model, (48, 64), quantization=quantization, output="logits")
+    assert tl.check_ops(tl.op_names(content)) == []
+    image = images(6, (48, 64, 3)).astype(np.float32)
+    expected = model(image[None], training=False).numpy()[0]
+    result = tl.run(content, image)
+    assert result.shape == expected.shape and (result.argmax(-1) == expected.argmax(-1)).mean() >= 0.95
+    assert len(content) < len(tl.convert(config, model, (48, 64), output="logits"))  # smaller weights

@@ -70,6 +70,19 @@ def decode(image_path, label_path):
         return tf.cast(image, tf.float32), tf.identity(label)
 
 
+def check_label_values(label, name, config: Config):
+    """Assert, naming the sample, that every label is a class id of the model or the ignore index (an
+    out-of-range label would otherwise fail deep inside the loss)."""
+    num_classes, ignore = config.model.num_classes, config.data.ignore_index
+    values = tf.cast(label, tf.int32)
+    ok = tf.reduce_all(tf.logical_or(values < num_classes, tf.equal(values, ignore)))
+    bad = tf.reduce_max(tf.where(tf.equal(values, ignore), -1, values))
+    check = tf.debugging.Assert(ok, ["label values outside 0..", num_classes - 1, "and the ignore index", ignore,
+                                     "(largest:", bad, ") in", name])
+    with tf.control_dependencies([check]):
+        return tf.identity(label)
+
+
 def _sample_tensors(samples: list[Sample], reduce_zero_label: bool):
     kinds = {s.label_kind for s in samples}
     if not kinds <= set(_LABEL_KINDS):
@@ -93,18 +106,21 @@ def training_samples(config: Config, data_root=None, split="train") -> list[Samp
 
 def train_dataset(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
                   start_sample: int = 0, samples: list[Sample] | None = None, records=None,
-                  shuffle_buffer: int = 1000) -> tf.data.Dataset:
+                  stream: tf.data.Dataset | None = None, shuffle_buffer: int = 1000) -> tf.data.Dataset:
     """Infinite, deterministic stream of augmented (images float32 [B,h,w,3] 0..255, labels int32 [B,h,w])
     batches at the crop size, starting at sample ``start_sample``.
 
     From a dataset layout (default) files are picked by index (see the module docstring). From DeepLab
-    TFRecords (``records``: a file pattern; labels already training ids) the order comes from a seeded
-    shuffle buffer, and resuming skips ``start_sample`` serialized records before any decoding."""
+    TFRecords (``records``: a file pattern; labels already training ids) or any ``stream`` of (image, label
+    uint8 [H, W, 1], name) elements (TFDS, see ``tfds_sources``; labels as ``map_label`` leaves them) the order
+    comes from a seeded shuffle buffer, and resuming skips ``start_sample`` elements (for records, before any
+    decoding)."""
     data = config.data
     batch_size = batch_size or config.train.batch_size
     pad = pad_pixel(config)
 
-    def augmented(sample_index, image, label):
+    def augmented(sample_index, image, label, name):
+        label = check_label_values(label, name, config)
         example_seed = tf.stack([tf.constant(seed, tf.int64) + 7919, sample_index])
         image, label = augment.train_augment(
             image, label, example_seed, scale=data.base_scale, crop_size=data.crop_size,
@@ -112,14 +128,17 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
             pad_pixel=pad)
         return image, tf.cast(label[..., 0], tf.int32)
 
-    if records is not None:
-        from keras_mv2seg.data.tfrecord import parse_example, record_files
+    if records is not None or stream is not None:
+        if records is not None:
+            from keras_mv2seg.data.tfrecord import parse_example, record_files
 
-        dataset = tf.data.TFRecordDataset(record_files(records)).repeat()
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            dataset, parse = tf.data.TFRecordDataset(record_files(records)), parse_example
+        else:
+            dataset, parse = stream, lambda element: element
+        dataset = dataset.repeat().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.skip(start_sample).enumerate(start_sample)
-        dataset = dataset.map(lambda i, record: augmented(i, *parse_example(record)[:2]),
-                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = dataset.map(lambda i, element: augmented(i, *parse(element)), num_parallel_calls=AUTOTUNE,
+                              deterministic=True)
         return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     samples = samples if samples is not None else training_samples(config, data_root)
@@ -130,7 +149,8 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         epoch, position = sample_index // count, sample_index % count
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
-        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label))
+        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label),
+                         images[file_index])
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -138,19 +158,23 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
 
 
 def eval_dataset(config: Config, data_root=None, split: str = "val", *,
-                 samples: list[Sample] | None = None, records=None) -> tf.data.Dataset:
+                 samples: list[Sample] | None = None, records=None,
+                 stream: tf.data.Dataset | None = None) -> tf.data.Dataset:
     """One element per image: (image float32 [h,w,3] resized by the reference's test rule, label int32 [H,W]
     at the original size, name string). Batch with ``.batch(1)``: sizes may differ between images.
-    ``records``: read DeepLab TFRecords (a file pattern) instead of a dataset layout."""
-    if records is not None:
-        from keras_mv2seg.data.tfrecord import parse_example, record_files
+    ``records``: read DeepLab TFRecords (a file pattern), or ``stream``: (image, label, name) elements (TFDS),
+    instead of a dataset layout."""
+    if records is not None or stream is not None:
+        if records is not None:
+            from keras_mv2seg.data.tfrecord import parse_example, record_files
 
-        def parsed(record):
-            image, label, name = parse_example(record)
+            stream = tf.data.TFRecordDataset(record_files(records)).map(parse_example)
+
+        def resized(image, label, name):
+            label = check_label_values(label, name, config)
             return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), name
 
-        return tf.data.TFRecordDataset(record_files(records)).map(parsed, num_parallel_calls=AUTOTUNE,
-                                                                  deterministic=True).prefetch(AUTOTUNE)
+        return stream.map(resized, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     if samples is None:
         samples = list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
     images, labels, kind_ids = _sample_tensors(samples, config.data.reduce_zero_label)
@@ -158,6 +182,7 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
 
     def load(index):
         image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label)
+        label = check_label_values(label, images[index], config)
         return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), names[index]
 
     dataset = tf.data.Dataset.range(len(samples))

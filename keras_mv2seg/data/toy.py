@@ -127,7 +127,7 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
         for index in range(count):
             image, label = render_scene(rng, height, width)
             if layout == "cityscapes":
-                city = f"toycity{index % 2}"
+                city = ("toyville", "toytown")[index % 2]  # letters only, as Cityscapes (and TFDS) expect
                 stem = f"{city}_{index:06d}_000019"
                 image_dir = root / "leftImg8bit" / split / city
                 label_dir = root / "gtFine" / split / city

@@ -223,9 +223,7 @@ class _Run:
 
     def validate(self, iteration: int):
         align = CONVENTIONS[self.config.model.convention].align_corners
-        records = self.config.data.val_records or None
-        result = evaluate_model(inference_model(self.model),
-                                eval_dataset(self.config, self.data_root, "val", records=records),
+        result = evaluate_model(inference_model(self.model), split_source(self.config, self.data_root, "val"),
                                 self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
                                 align_corners=align)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
@@ -248,6 +246,28 @@ class _Run:
     def log(self, message: str):
         if self.verbose and self.chief:
             print(message, flush=True)
+
+
+def train_source(config: Config, data_root) -> dict:
+    """Where training samples come from: a dataset layout (default), DeepLab TFRecords or TFDS."""
+    data = config.data
+    if data.tfds_data_dir:
+        from keras_mv2seg.data.tfds_sources import tfds_stream
+
+        return {"stream": tfds_stream(data.dataset, "train", data_dir=data.tfds_data_dir, manual_dir=data_root,
+                                      reduce_zero_label=data.reduce_zero_label)}
+    return {"records": data.train_records or None}
+
+
+def split_source(config: Config, data_root, split: str):
+    """The evaluation dataset of ``split`` from the config's source (layout, TFRecords or TFDS)."""
+    data = config.data
+    if data.tfds_data_dir:
+        from keras_mv2seg.data.tfds_sources import tfds_stream
+
+        return eval_dataset(config, stream=tfds_stream(data.dataset, split, data_dir=data.tfds_data_dir,
+                                                       manual_dir=data_root, reduce_zero_label=data.reduce_zero_label))
+    return eval_dataset(config, data_root, split, records=(data.val_records or None) if split == "val" else None)
 
 
 def _atomic_weights(model: keras.Model, path: Path):
@@ -295,8 +315,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     began = time.perf_counter()
     if start < train_cfg.max_iters:
         dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
-                                start_sample=start * run.global_batch,
-                                records=config.data.train_records or None).map(with_targets(run.model))
+                                start_sample=start * run.global_batch, **train_source(config, run.data_root))
+        dataset = dataset.map(with_targets(run.model))
         fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
             steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
     wall = time.perf_counter() - began
