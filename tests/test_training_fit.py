@@ -133,3 +133,10 @@ def test_pretrained_backbone_initialisation_and_mixed_precision(tiny_config_file
     import keras
 
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.heavy
+def test_xla_training_option(tiny_config_file, tmp_path):
+    config = keras_mv2seg.get_config(str(tiny_config_file(iters=2, interval=2))).replace(jit_compile=True)
+    summary = train(config, tmp_path / "xla", verbose=0)
+    assert summary["iterations"] == 2 and np.isfinite(summary["last_mIoU"])
