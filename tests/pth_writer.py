@@ -80,3 +80,22 @@ def save_pth(path, state_dict: dict, meta=None, root: str = "archive"):
         archive.writestr(f"{root}/data.pkl", buffer.getvalue())
         for key, array in storages:
             archive.writestr(f"{root}/data/{key}", array.tobytes())
+
+
+def backbone_state_dict(model, seed: int = 0) -> dict:
+    """Random weights in the mmseg/mmcls layout for every backbone layer of ``model`` (PyTorch layouts)."""
+    from keras_mv2seg.convert.mmseg import source_key
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for layer in model.layers:
+        if not layer.name.startswith(("stem_", "block")) or not layer.weights:
+            continue
+        for variable in layer.weights:
+            role = variable.path.rsplit("/", 1)[-1]
+            shape = tuple(variable.shape)
+            if role == "kernel":
+                shape = (shape[2], 1, *shape[:2]) if "depthwise" in layer.name else (shape[3], shape[2], *shape[:2])
+            value = rng.normal(size=shape).astype("float32")
+            state[source_key(layer, role)] = np.abs(value) + 0.5 if role == "moving_variance" else value
+    return state

@@ -6,11 +6,11 @@ import pytest
 import keras_mv2seg
 from keras_mv2seg import build_segmenter, get_config
 from keras_mv2seg.convert.core import WeightMappingError
-from keras_mv2seg.convert.mmseg import module_path, source_key
+from keras_mv2seg.convert.mmseg import module_path
 from keras_mv2seg.convert.torch_pickle import load_state_dict
 from keras_mv2seg.models import intermediate_model
 from tests.conftest import parity
-from tests.pth_writer import save_pth
+from tests.pth_writer import backbone_state_dict, save_pth
 
 HEADS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_512x1024_80k_cityscapes",
          "aspp": "deeplabv3_m-v2-d8_512x1024_80k_cityscapes",
@@ -100,19 +100,8 @@ def test_fine_tuning_to_other_classes_skips_the_classifiers(mmseg_fixtures):
 
 
 def test_imagenet_backbone_checkpoint_loads_into_the_backbone_only(tmp_path):
-    rng = np.random.default_rng(0)
     model = build_segmenter(get_config(HEADS["aspp"], decode_channels=16, aux_channels=8), auxiliary=True)
-    state = {}
-    for layer in model.layers:
-        if not layer.name.startswith(("stem_", "block")) or not layer.weights:
-            continue
-        for variable in layer.weights:
-            role = variable.path.rsplit("/", 1)[-1]
-            shape = tuple(variable.shape)
-            if role == "kernel":
-                shape = (shape[2], 1, *shape[:2]) if shape[3] == 1 and "depthwise" in layer.name else \
-                    (shape[3], shape[2], *shape[:2])
-            state[source_key(layer, role)] = rng.normal(size=shape).astype("float32")
+    state = backbone_state_dict(model)
     state["backbone.conv2.conv.weight"] = np.zeros((1280, 320, 1, 1), "float32")
     state["head.fc.weight"] = np.zeros((1000, 1280), "float32")
     save_pth(tmp_path / "mmcls.pth", state)

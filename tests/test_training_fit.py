@@ -103,23 +103,11 @@ def test_training_from_deeplab_tfrecords(tiny_config_file, tiny_toy_root, tmp_pa
 def test_pretrained_backbone_initialisation_and_mixed_precision(tiny_config_file, tmp_path):
     """An mmcls-layout ImageNet checkpoint initialises the backbone; bfloat16 mixed precision trains with
     float32 logits. The learning rate is ~0 so the weights stay those of the checkpoint."""
-    from keras_mv2seg.convert.mmseg import source_key
     from keras_mv2seg.models import build_segmenter
-    from tests.pth_writer import save_pth
+    from tests.pth_writer import backbone_state_dict, save_pth
 
     config = keras_mv2seg.get_config(str(tiny_config_file(iters=2, interval=2)))
-    donor = build_segmenter(config)
-    rng = np.random.default_rng(0)
-    state = {}
-    for layer in donor.layers:
-        if layer.name.startswith(("stem_", "block")) and layer.weights:
-            for variable in layer.weights:
-                role = variable.path.rsplit("/", 1)[-1]
-                shape = tuple(variable.shape)
-                if role == "kernel":
-                    shape = (shape[2], 1, *shape[:2]) if "depthwise" in layer.name else (shape[3], shape[2], *shape[:2])
-                value = rng.normal(size=shape).astype("float32")
-                state[source_key(layer, role)] = np.abs(value) + 0.5 if role == "moving_variance" else value
+    state = backbone_state_dict(build_segmenter(config))
     state["head.fc.weight"] = np.zeros((10, 4), "float32")
     save_pth(tmp_path / "imagenet.pth", state)
     config = config.replace(pretrained=str(tmp_path / "imagenet.pth"), lr=1e-12, min_lr=1e-12,
