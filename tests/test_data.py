@@ -318,3 +318,27 @@ def test_out_of_range_labels_are_named_before_the_loss(tmp_path):
         next(iter(train_dataset(config, batch_size=1)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)label values outside.*val"):
         list(eval_dataset(config))
+
+
+def test_image_and_label_stay_aligned_through_the_whole_chain():
+    """Blocks of 16x16 pixels carry their id in the image (every channel) and in the label; after rescale,
+    crop, flip and pad, inside every block (a 5x5 neighbourhood of one label; at block borders nearest and
+    bilinear resizing legitimately differ by up to half a pixel) the image holds the label's id."""
+    rows, cols = np.meshgrid(np.arange(96), np.arange(160), indexing="ij")
+    ids = (rows // 16) * 10 + cols // 16
+    image = tf.constant(np.repeat(ids[..., None], 3, -1), tf.float32)
+    label = tf.constant(ids[..., None], tf.uint8)
+    for i in range(6):
+        out_image, out_label = augment.train_augment(
+            image, label, seed(i), scale=(160, 96), crop_size=(80, 80), ratio_range=(0.5, 2.0), cat_max_ratio=1.0,
+            ignore_index=255, pad_pixel=(251.0, 251.0, 251.0), photometric=False)
+        values, labels = out_image.numpy()[..., 0], out_label.numpy()[..., 0]
+        inside = labels != 255
+        padded = np.pad(labels, 2, constant_values=255)
+        interior = inside.copy()
+        for dy in range(5):
+            for dx in range(5):
+                interior &= padded[dy:dy + labels.shape[0], dx:dx + labels.shape[1]] == labels
+        assert interior.sum() > 0.1 * inside.sum()
+        np.testing.assert_array_equal(values[interior], labels[interior].astype(np.float32))
+        assert (values[~inside] == 251.0).all()  # padding: the pad pixel, label 255

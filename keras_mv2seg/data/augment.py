@@ -157,13 +157,15 @@ def pad_to_size(image, label, size, pad_pixel, ignore_index=255):
     return tf.ensure_shape(image, [size[0], size[1], 3]), tf.ensure_shape(label, [size[0], size[1], 1])
 
 
-def train_augment(image, label, seed, *, scale, crop_size, ratio_range, cat_max_ratio, ignore_index, pad_pixel):
+def train_augment(image, label, seed, *, scale, crop_size, ratio_range, cat_max_ratio, ignore_index, pad_pixel,
+                  photometric: bool = True):
     """The reference's training chain: rescale, crop, flip, photometric distortion, pad."""
     seeds = _seeds(seed, 4)
     image, label = random_rescale(image, label, seeds[0], scale, ratio_range)
     image, label = random_crop(image, label, seeds[1], crop_size, cat_max_ratio, ignore_index)
     image, label = random_flip(image, label, seeds[2])
-    image = photometric_distortion(image, seeds[3])
+    if photometric:
+        image = photometric_distortion(image, seeds[3])
     return pad_to_size(image, label, crop_size, pad_pixel, ignore_index)
 
 
