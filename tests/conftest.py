@@ -37,11 +37,9 @@ def varname_fixtures() -> Path:
 
 def parity(out: np.ndarray, ref: np.ndarray) -> dict:
     """relative error, max abs difference and class-map agreement of NHWC logits."""
-    return {
-        "relative": float(np.linalg.norm(out - ref) / np.linalg.norm(ref)),
-        "max_abs": float(np.abs(out - ref).max()),
-        "agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()),
-    }
+    from keras_mv2seg.convert.check import compare
+
+    return compare(out, ref)
 
 
 TINY_CONFIG = '''

@@ -58,10 +58,10 @@ def test_label_mapping_rules():
 def test_label_ids_and_train_ids_give_the_same_training_labels(tmp_path):
     root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
     config = keras_mv2seg.get_config("toy", data_root=str(root))
-    from_train_ids = [l.numpy() for _, l, _ in eval_dataset(config, split="train")]
+    from_train_ids = [lab.numpy() for _, lab, _ in eval_dataset(config, split="train")]
     for path in (root / "gtFine" / "train").rglob("*_labelTrainIds.png"):
         path.unlink()
-    from_label_ids = [l.numpy() for _, l, _ in eval_dataset(config, split="train")]
+    from_label_ids = [lab.numpy() for _, lab, _ in eval_dataset(config, split="train")]
     for a, b in zip(from_train_ids, from_label_ids):
         np.testing.assert_array_equal(a, b)
 
@@ -218,8 +218,8 @@ def test_deeplab_tfrecords_round_trip_and_feed_both_pipelines(tmp_path, tiny_toy
     assert [p.name for p in paths] == ["val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"]
     with pytest.raises(FileExistsError, match="exists"):
         write_tfrecords(samples, tmp_path / "rec" / "val", shards=2)
-    from_layout = {n.numpy(): l.numpy() for _, l, n in eval_dataset(config, split="val")}
-    from_records = {n.numpy(): l.numpy() for _, l, n in eval_dataset(config, records=tmp_path / "rec" / "val-*")}
+    from_layout = {n.numpy(): lab.numpy() for _, lab, n in eval_dataset(config, split="val")}
+    from_records = {n.numpy(): lab.numpy() for _, lab, n in eval_dataset(config, records=tmp_path / "rec" / "val-*")}
     assert from_layout.keys() == from_records.keys()
     for name, label in from_layout.items():
         np.testing.assert_array_equal(label, from_records[name])

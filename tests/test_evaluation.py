@@ -77,11 +77,11 @@ def test_bad_inputs_name_the_problem():
 def test_streaming_merge_equals_one_pass():
     predictions, labels = random_maps(1, count=6)
     halves = [ConfusionAccumulator(6), ConfusionAccumulator(6)]
-    for i, (p, l) in enumerate(zip(predictions, labels)):
-        halves[i % 2].update(p, l)
+    for i, (p, lab) in enumerate(zip(predictions, labels)):
+        halves[i % 2].update(p, lab)
     halves[0].merge(halves[1])
     np.testing.assert_array_equal(halves[0].matrix, ConfusionAccumulator(6).matrix + sum(
-        np.bincount(l[l != 255] * 6 + p[l != 255], minlength=36).reshape(6, 6) for p, l in zip(predictions, labels)))
+        np.bincount(lab[lab != 255] * 6 + p[lab != 255], minlength=36).reshape(6, 6) for p, lab in zip(predictions, labels)))
 
 
 def test_agrees_with_the_official_cityscapes_evaluator(tmp_path):

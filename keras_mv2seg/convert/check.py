@@ -10,7 +10,6 @@ Checks, in order:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,6 @@ def compare(logits: np.ndarray, reference: np.ndarray) -> dict:
 
 def convert_and_check(config, source, output, *, images=None, reference=None, skip_classifier=False,
                       overwrite=False, log=print) -> dict:
-    import tensorflow as tf
-
     from keras_mv2seg import build_segmenter, load_weights
     from keras_mv2seg.models.segmenter import inference_model
 
@@ -73,9 +70,9 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
     if reference is not None:
         reference = _nhwc(np.asarray(reference, np.float32), config.model.num_classes)
         if reference.shape[1:3] != logits.shape[1:3]:
-            align = config.model.conventions.align_corners
-            reference = tf.raw_ops.ResizeBilinear(images=reference, size=logits.shape[1:3], align_corners=align,
-                                                  half_pixel_centers=not align).numpy()
+            from keras_mv2seg.evaluation import resize_logits
+
+            reference = resize_logits(reference, logits.shape[1:3], config.model.conventions.align_corners).numpy()
         result = compare(logits, reference)
         rel_tol, max_tol, agree_tol = TOLERANCES[config.model.convention]
         passed = (rel_tol is None or result["relative"] <= rel_tol) and result["max_abs"] <= max_tol \

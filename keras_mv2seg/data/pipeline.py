@@ -83,7 +83,7 @@ def check_label_values(label, name, config: Config):
         return tf.identity(label)
 
 
-def _sample_tensors(samples: list[Sample], reduce_zero_label: bool):
+def _sample_tensors(samples: list[Sample]):
     kinds = {s.label_kind for s in samples}
     if not kinds <= set(_LABEL_KINDS):
         raise ValueError(f"unknown label kinds {sorted(kinds - set(_LABEL_KINDS))}")
@@ -142,7 +142,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     samples = samples if samples is not None else training_samples(config, data_root)
-    images, labels, kind_ids = _sample_tensors(samples, data.reduce_zero_label)
+    images, labels, kind_ids = _sample_tensors(samples)
     count = tf.constant(len(samples), tf.int64)
 
     def load(sample_index):
@@ -177,7 +177,7 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
         return stream.map(resized, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     if samples is None:
         samples = list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
-    images, labels, kind_ids = _sample_tensors(samples, config.data.reduce_zero_label)
+    images, labels, kind_ids = _sample_tensors(samples)
     names = tf.constant([s.name for s in samples])
 
     def load(index):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mv2seg.datasets_meta import CITYSCAPES_CLASSES, CITYSCAPES_TRAIN_TO_LABEL_ID
+from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID
 
 # toy object -> Cityscapes train id, ADE20K class (1-based id in the ADE annotations)
 CLASS_IDS = {
