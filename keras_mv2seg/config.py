@@ -123,6 +123,7 @@ class DataConfig:
     test_mode: str = "whole"  # whole | slide
     train_records: str = ""  # DeepLab TFRecord file pattern to train from instead of the layout at data_root
     val_records: str = ""  # likewise for validation
+    cache_dir: str = ""  # cache decoded training samples here (raw pixels; see data/cache.py); "" = decode each time
     tfds_data_dir: str = ""  # read train/val through tensorflow-datasets (prepared here, manual files in data_root)
 
     def __post_init__(self):

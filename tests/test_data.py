@@ -342,3 +342,19 @@ def test_image_and_label_stay_aligned_through_the_whole_chain():
         assert interior.sum() > 0.1 * inside.sum()
         np.testing.assert_array_equal(values[interior], labels[interior].astype(np.float32))
         assert (values[~inside] == 251.0).all()  # padding: the pad pixel, label 255
+
+
+def test_decoded_cache_gives_the_same_stream_and_names_bad_files(tmp_path):
+    root = make_toy_dataset(tmp_path / "c", train=4, val=1, height=32, width=64)
+    config = keras_mv2seg.get_config("toy", data_root=str(root), crop_size=(32, 32))
+    cached = config.replace(cache_dir=str(tmp_path / "cache"))
+    plain = [(x.numpy(), y.numpy()) for x, y in train_dataset(config, batch_size=2, seed=3).take(3)]
+    fast = [(x.numpy(), y.numpy()) for x, y in train_dataset(cached, batch_size=2, seed=3).take(3)]
+    for (a, b), (c, d) in zip(plain, fast):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    assert len(list((tmp_path / "cache").glob("*.raw"))) == 8
+    label = sorted((root / "gtFine" / "train").rglob("*_labelTrainIds.png"))[0]
+    label.write_bytes(label.read_bytes()[:60])  # truncated: a valid header, broken data
+    with pytest.raises(ValueError, match=f"{label.name}: label does not decode"):
+        train_dataset(cached, batch_size=2)

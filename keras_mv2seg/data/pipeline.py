@@ -19,7 +19,7 @@ from keras_mv2seg.data.layouts import Sample, list_samples
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
 
 AUTOTUNE = tf.data.AUTOTUNE
-_LABEL_KINDS = ("train_ids", "label_ids", "ade20k")
+_LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "cached")
 
 
 def pad_pixel(config: Config) -> tuple[float, float, float]:
@@ -93,11 +93,23 @@ def _sample_tensors(samples: list[Sample]):
     return images, labels, kind_ids
 
 
-def _load(images, labels, kind_ids, index, reduce_zero_label):
+def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False):
+    if cached:  # decoded pixels, labels already mapped (see data/cache.py)
+        from keras_mv2seg.data.cache import read_raw
+
+        return tf.cast(read_raw(images[index], 3), tf.float32), read_raw(labels[index], 1)
     image, label = decode(images[index], labels[index])
     kind = kind_ids[index]
-    label = tf.switch_case(kind, [lambda k=k: map_label(label, k, reduce_zero_label) for k in _LABEL_KINDS])
+    label = tf.switch_case(kind, [lambda k=k: map_label(label, k, reduce_zero_label) for k in _LABEL_KINDS[:3]])
     return image, label
+
+
+def _maybe_cached(samples: list[Sample], config: Config) -> tuple[list[Sample], bool]:
+    if not config.data.cache_dir:
+        return samples, False
+    from keras_mv2seg.data.cache import cache_samples
+
+    return cache_samples(samples, config.data.cache_dir, config.data.reduce_zero_label), True
 
 
 def training_samples(config: Config, data_root=None, split="train") -> list[Sample]:
@@ -142,6 +154,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     samples = samples if samples is not None else training_samples(config, data_root)
+    samples, cached = _maybe_cached(samples, config)
     images, labels, kind_ids = _sample_tensors(samples)
     count = tf.constant(len(samples), tf.int64)
 
@@ -149,7 +162,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         epoch, position = sample_index // count, sample_index % count
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
-        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label),
+        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached),
                          images[file_index])
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)

@@ -317,8 +317,17 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
                                 start_sample=start * run.global_batch, **train_source(config, run.data_root))
         dataset = dataset.map(with_targets(run.model))
-        fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
-            steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
+        try:
+            fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
+                steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
+        except tf.errors.InvalidArgumentError as error:
+            first = error.message.strip().splitlines()[0]
+            if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
+                raise
+            raise ValueError(
+                f"a training image or label could not be decoded ({first}). TensorFlow's decoders do not name the "
+                f"file: run tools/check_data.py --dataset {config.data.dataset} {run.data_root} to find it, or set "
+                "data.cache_dir (building the cache names the file)") from error
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
