@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         root = make_toy_dataset(os.path.join(folder, "city"), train=args.images, val=1, height=1024, width=2048)
         samples, _ = list_samples("cityscapes", root, "train")
-        config = keras_mv2seg.get_config("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes")
+        config = keras_mv2seg.get_config("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes", data_root=root)
         cv2.setNumThreads(1)
         rng = np.random.default_rng(0)
         opencv_sample(samples[0].image, samples[0].label, rng)  # warm up
@@ -98,12 +98,15 @@ def main(argv=None) -> int:
         opencv_one = args.count / (time.perf_counter() - start)
         tf_one = tf_rate(config, samples, args.count, 1)
         tf_all = tf_rate(config, samples, args.count, cores)
+        cached = config.replace(cache_dir=os.path.join(folder, "cache"))
+        tf_cached = tf_rate(cached, samples, args.count, 1)
     print(f"decode + train augmentations, 1024x2048 PNG -> 512x1024 crops, {cores} cores")
     print(f"{'pipeline':34s} {'images/s':>9s} {'images/s/core':>14s}")
     print(f"{'NumPy/OpenCV, 1 thread':34s} {opencv_one:9.2f} {opencv_one:14.2f}")
     print(f"{'tf.data, 1 thread':34s} {tf_one:9.2f} {tf_one:14.2f}")
     print(f"{f'tf.data, {cores} threads (AUTOTUNE)':34s} {tf_all:9.2f} {tf_all / cores:14.2f}")
-    print(f"ratio tf.data / OpenCV per core: {tf_one / opencv_one:.2f}")
+    print(f"{'tf.data, 1 thread, data.cache_dir':34s} {tf_cached:9.2f} {tf_cached:14.2f}")
+    print(f"ratio tf.data / OpenCV per core: {tf_one / opencv_one:.2f} (decoded cache: {tf_cached / opencv_one:.2f})")
     return 0
 
 
