@@ -358,3 +358,23 @@ def test_decoded_cache_gives_the_same_stream_and_names_bad_files(tmp_path):
     label.write_bytes(label.read_bytes()[:60])  # truncated: a valid header, broken data
     with pytest.raises(ValueError, match=f"{label.name}: label does not decode"):
         train_dataset(cached, batch_size=2)
+
+
+def test_augmentation_distributions():
+    image = tf.fill((40, 80, 3), 100.0)
+    label = tf.zeros((40, 80, 1), tf.uint8)
+    ratios, flips, changed = [], 0, 0
+    for i in range(300):
+        resized, _ = augment.random_rescale(image, label, seed(i), scale=(80, 40), ratio_range=(0.5, 2.0))
+        ratios.append(resized.shape[1] / 80)
+        ramp = tf.reshape(tf.range(4, dtype=tf.float32), (1, 4, 1))
+        flipped, _ = augment.random_flip(ramp, tf.zeros((1, 4, 1), tf.uint8), seed(i, 1))
+        flips += int(flipped.numpy()[0, 0, 0] == 3)
+        changed += int(not np.array_equal(augment.photometric_distortion(image, seed(i, 2)).numpy(), image.numpy()))
+    ratios = np.asarray(ratios)
+    assert 0.49 <= ratios.min() and ratios.max() <= 2.01  # U(0.5, 2.0), sides rounded
+    assert abs(ratios.mean() - 1.25) < 0.06 and abs(np.median(ratios) - 1.25) < 0.1
+    assert 0.42 < flips / 300 < 0.58  # p = 0.5
+    # each of the 4 photometric steps applies with p 0.5 (hue/saturation can leave a grey image unchanged,
+    # brightness/contrast change it), so at least 1 - 0.5^2 = 75 % of images change
+    assert 0.68 < changed / 300 < 0.9
