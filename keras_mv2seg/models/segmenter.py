@@ -16,7 +16,7 @@ import keras
 from keras_mv2seg.config import CONVENTIONS, Config, ModelConfig
 from keras_mv2seg.models.heads import HEADS, auxiliary_head
 from keras_mv2seg.models.layers import ResizeBilinear
-from keras_mv2seg.models.mobilenet_v2 import mobilenet_v2_features
+from keras_mv2seg.models.mobilenet_v2 import FEATURE_BLOCKS, mobilenet_v2_features
 
 
 def _model_config(config: Config | ModelConfig) -> tuple[str, ModelConfig]:
@@ -68,8 +68,13 @@ def inference_model(model: keras.Model) -> keras.Model:
 def intermediate_model(model: keras.Model, names=("c1", "c2", "c3", "c4")) -> keras.Model:
     """A model returning the named internal tensors of a segmenter (backbone features and head logits),
     for parity checks: ``c1..c4`` (backbone outputs), ``head`` and ``aux`` (logits before the resize)."""
-    layer_of = {"c1": "block2_add", "c2": "block5_add", "c3": "block12_add",
-                "c4": "block16_project_bn", "head": "decode_conv_seg", "aux": "aux_conv_seg"}
+    names_in_model = {layer.name for layer in model.layers}
+
+    def block_output(index):  # a block ends with its residual Add where it has one, else its projection BN
+        return f"block{index}_add" if f"block{index}_add" in names_in_model else f"block{index}_project_bn"
+
+    layer_of = {feature: block_output(index) for feature, index in FEATURE_BLOCKS.items()}
+    layer_of.update(head="decode_conv_seg", aux="aux_conv_seg")
     outputs = {}
     for key in names:
         if key not in layer_of:
