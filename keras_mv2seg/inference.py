@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.evaluation import resize_logits
+
 # DeepLab pads with the mean pixel, 127.5, which is exactly 0 after its x * 2/255 - 1 scaling.
 DEEPLAB_PAD_VALUE = 127.5
 
@@ -43,7 +45,7 @@ def pad_to_crop_logits(model: keras.Model, images, crop_size) -> tf.Tensor:
     resized = tf.cond(
         tf.logical_and(tf.equal(fit_h, height), tf.equal(fit_w, width)),
         lambda: images,
-        lambda: tf.compat.v1.image.resize_bilinear(images, tf.stack([fit_h, fit_w]), align_corners=True),
+        lambda: resize_logits(images, tf.stack([fit_h, fit_w]), align_corners=True),
     )
     padded = tf.pad(resized - DEEPLAB_PAD_VALUE, [[0, 0], [0, crop_h - fit_h], [0, crop_w - fit_w], [0, 0]])
     padded = tf.ensure_shape(padded + DEEPLAB_PAD_VALUE, [None, crop_h, crop_w, 3])
@@ -51,7 +53,7 @@ def pad_to_crop_logits(model: keras.Model, images, crop_size) -> tf.Tensor:
     return tf.cond(
         tf.logical_and(tf.equal(fit_h, height), tf.equal(fit_w, width)),
         lambda: logits,
-        lambda: tf.compat.v1.image.resize_bilinear(logits, tf.stack([height, width]), align_corners=True),
+        lambda: resize_logits(logits, tf.stack([height, width]), align_corners=True),
     )
 
 
@@ -93,8 +95,6 @@ def multi_scale_flip_logits(model: keras.Model, images, *, scale, ratios=(0.5, 0
     probabilities are averaged. Returns averaged probabilities [1, H, W, C] (argmax gives the prediction).
     ``predict(model, images) -> logits`` replaces the whole-image forward (e.g. slide inference)."""
     from keras_mv2seg.data.augment import rescale_size, resize_image
-    from keras_mv2seg.evaluation import resize_logits
-
     predict = predict or (lambda m, x: m(x, training=False))
     images = tf.convert_to_tensor(images, tf.float32)
     size = tf.shape(images)[1:3]
