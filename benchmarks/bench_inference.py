@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Batch-1 inference speed of each head, measured like the reference's benchmark tool.
+"""Batch-1 inference speed of each head against the PyTorch reference, measured alternately in one run.
 
-For every (head, input size): 5 warm-up images, then N timed images; each timed step is forward + resize to
-the input size + argmax + copy of the class map to the host (no data loading). Prints latency, fps, the
-achieved GFLOP/s (2 x conv multiply-adds / latency) and its ratio to a large float32 matrix product
-measured in the same run on the same device: a machine-independent measure of how well the model uses it.
+For every (head, input size) and every round: this project (5 warm-up images, then N timed; each timed step is
+forward + resize to the input size + argmax + copy of the class map to the host), then the reference
+(mmseg 1.2.2 on PyTorch, ``../shared/reference/infer.py``, the same step, same thread count). Prints the
+machine (CPU model, ISA extensions, threads, oneDNN state), each side's median latency, the ratio
+ours/PyTorch (< 1: faster than PyTorch), and the achieved GFLOP/s beside a float32 matmul measured in the same
+run. Without the reference kit it says so and prints this project's figures alone.
 
-    python benchmarks/bench_inference.py [--heads fcn psp aspp sepaspp] [--shapes 512x512 512x1024]
-                                         [--iters 10] [--xla] [--native-depthwise]
+    python benchmarks/bench_inference.py [--heads fcn psp aspp sepaspp] [--sizes 512x512 512x1024]
+        [--iters 5] [--rounds 2] [--xla] [--depthwise native] [--reference-python PY] [--no-reference]
 """
 
 import argparse
@@ -20,13 +22,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.benchmark import matmul_gflops, time_steps  # noqa: E402
+from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_size,  # noqa: E402
+                                    time_steps)
 from keras_mv2seg.flops import conv_macs  # noqa: E402
-
-CONFIGS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_512x1024_80k_cityscapes",
-           "aspp": "deeplabv3_m-v2-d8_512x1024_80k_cityscapes",
-           "sepaspp": "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes",
-           "deeplab": "deeplab_mnv2_cityscapes"}
+from keras_mv2seg.machine import describe_machine  # noqa: E402
 
 
 def time_model(config, shape, iters, warmup, xla):
@@ -44,41 +43,55 @@ def time_model(config, shape, iters, warmup, xla):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--heads", nargs="*", default=["fcn", "psp", "aspp", "sepaspp"], choices=sorted(CONFIGS))
-    parser.add_argument("--shapes", nargs="*", default=["512x512", "512x1024"])
-    parser.add_argument("--iters", type=int, default=10, help="timed images (reference: 200)")
+    parser.add_argument("--heads", nargs="*", default=list(HEAD_CONFIGS), choices=list(HEAD_CONFIGS))
+    parser.add_argument("--sizes", "--shapes", nargs="*", default=["512x512", "512x1024"])
+    parser.add_argument("--iters", type=int, default=5, help="timed images per round (reference tool: 200)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the reference")
     parser.add_argument("--xla", action="store_true", help="compile the step with XLA (jit_compile=True)")
-    parser.add_argument("--native-depthwise", action="store_true",
-                        help="dilated depthwise as one native op (oneDNN CPUs only)")
+    parser.add_argument("--depthwise", choices=("portable", "native"), default="portable",
+                        help="model.depthwise_implementation (native: one dilated op where TF can run it)")
+    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
+    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
+    parser.add_argument("--no-reference", action="store_true", help="this project's figures only")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    shapes = []
-    for text in args.shapes:
-        try:
-            h, w = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise SystemExit(f"--shapes expects HxW like 512x1024, received {text!r}") from None
-        shapes.append((h, w))
-    device = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
+    try:
+        sizes = [parse_size(text) for text in args.sizes]
+    except ValueError as error:
+        raise SystemExit(f"--sizes: {error}") from None
+    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    threads = len(os.sched_getaffinity(0))
+    print(f"machine: {describe_machine()}")
+    print(f"this project: XLA {'on' if args.xla else 'off'}, depthwise {args.depthwise}; batch 1, forward + "
+          f"argmax + copy, median of {args.iters} after {args.warmup} warm-up, {args.rounds} alternating rounds")
+    if reference:
+        print(f"reference: {reference.version()} ({reference.folder / 'infer.py'}, {threads} threads)")
+    else:
+        print(f"reference: not measured -- {'--no-reference' if args.no_reference else Reference.missing_reason}")
     peak = matmul_gflops()
-    print(f"device: {device[0].device_type} ({os.cpu_count()} CPU cores visible), TF {tf.__version__}, "
-          f"XLA {'on' if args.xla else 'off'}, depthwise {'native' if args.native_depthwise else 'portable'}")
-    print(f"reference: 2048x2048 float32 matmul {peak:.1f} GFLOP/s")
-    print(f"{'head':8s} {'input':>9s} {'GMACs':>7s} {'median ms':>10s} {'fps':>6s} {'GFLOP/s':>8s} {'vs matmul':>9s}")
+    print(f"2048x2048 float32 matmul: {peak:.1f} GFLOP/s")
+    print(f"{'head':11s} {'input':>9s} {'round':>5s} {'GMACs':>6s} {'ours ms':>8s} {'PyTorch ms':>10s} "
+          f"{'ours/PT':>8s} {'GFLOP/s':>8s} {'vs matmul':>9s}")
     for head in args.heads:
-        config = keras_mv2seg.get_config(CONFIGS[head])
-        if args.native_depthwise:
-            config = config.replace(depthwise_implementation="native")
-        for shape in shapes:
-            macs, times = time_model(config, shape, args.iters, args.warmup, args.xla)
-            median = float(np.median(times))
-            achieved = 2 * macs / median / 1e9
-            print(f"{head:8s} {shape[0]:4d}x{shape[1]:<4d} {macs / 1e9:7.1f} {1000 * median:10.1f} "
-                  f"{len(times) / times.sum():6.2f} {achieved:8.1f} {achieved / peak:9.2f}", flush=True)
+        config = keras_mv2seg.get_config(HEAD_CONFIGS[head], depthwise_implementation=args.depthwise)
+        for shape in sizes:
+            for round_index in range(args.rounds):
+                macs, times = time_model(config, shape, args.iters, args.warmup, args.xla)
+                ours = 1000 * float(np.median(times))
+                theirs = float("nan")
+                if reference:
+                    line, = reference.run("infer.py", "--heads", head, "--sizes", f"{shape[0]}x{shape[1]}",
+                                          "--iters", args.iters, "--threads", threads, "--classes",
+                                          config.model.num_classes)
+                    theirs = line["median_ms"]
+                achieved = 2 * macs / (ours / 1000) / 1e9
+                print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {round_index + 1:5d} {macs / 1e9:6.1f} "
+                      f"{ours:8.1f} {theirs:10.1f} {ours / theirs:8.2f} {achieved:8.1f} {achieved / peak:9.2f}",
+                      flush=True)
     return 0
 
 

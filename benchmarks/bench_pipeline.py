@@ -100,6 +100,9 @@ def main(argv=None) -> int:
         tf_all = tf_rate(config, samples, args.count, cores)
         cached = config.replace(cache_dir=os.path.join(folder, "cache"))
         tf_cached = tf_rate(cached, samples, args.count, 1)
+    from keras_mv2seg.machine import describe_machine
+
+    print(f"machine: {describe_machine()}")
     print(f"decode + train augmentations, 1024x2048 PNG -> 512x1024 crops, {cores} cores")
     print(f"{'pipeline':34s} {'images/s':>9s} {'images/s/core':>14s}")
     print(f"{'NumPy/OpenCV, 1 thread':34s} {opencv_one:9.2f} {opencv_one:14.2f}")

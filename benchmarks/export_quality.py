@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iters", type=int, default=300)
     parser.add_argument("--calibration", type=int, default=16, help="training images for int8 calibration")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from keras_mv2seg.machine import describe_machine
+
+    print(f"machine: {describe_machine()}")
     print(f"{'head':8s} {'Keras mIoU':>10s} {'fp32 mIoU':>10s} {'int8 mIoU':>10s} {'fp32 agree %':>13s} "
           f"{'int8 agree %':>13s} {'fp32 KiB':>9s} {'int8 KiB':>9s}")
     for head in args.heads:

@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     size = tuple(args.size)
     image = np.random.default_rng(0).uniform(0, 255, (*size, 3)).astype(np.float32)
     failures = 0
+    from keras_mv2seg.machine import describe_machine
+
+    print(f"machine: {describe_machine()}")
     for name in args.configs:
         config = keras_mv2seg.get_config(name)
         model = keras_mv2seg.build_segmenter(config)

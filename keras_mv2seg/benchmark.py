@@ -1,12 +1,36 @@
 """Speed measurement shared by tools/benchmark.py and benchmarks/: the reference's method (5 warm-up images,
-then N timed; each step is forward + resize + argmax + copy to host) and a matmul yardstick."""
+then N timed; each step is forward + resize + argmax + copy to host), a matmul yardstick, the head -> config
+table the benchmarks use, and the runner for the PyTorch reference kit (``../shared/reference``) whose scripts
+print JSON lines, so that speed is reported as a ratio to PyTorch measured in the same run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+# The four M-V2-D8 heads by the reference kit's names (``../shared/reference/mmseg_cfgs.py`` HEADS).
+HEAD_CONFIGS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_512x1024_80k_cityscapes",
+                "aspp": "deeplabv3_m-v2-d8_512x1024_80k_cityscapes",
+                "sepaspp": "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes"}
+HEAD_TITLES = {"fcn": "FCN", "psp": "PSPNet", "aspp": "DeepLabV3", "sepaspp": "DeepLabV3+"}
+
+DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+DEFAULT_REFERENCE_VENV = Path.home() / ".cache" / "keras_mv2seg" / "mmseg-ref"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> (512, 1024); ValueError naming the text otherwise."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected a size HxW like 512x1024, received {text!r}") from None
+    return height, width
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -42,3 +66,45 @@ def summarize(times: np.ndarray, macs: int | None) -> dict:
     if macs:
         result["gflops"] = 2 * macs / median / 1e9
     return result
+
+
+class Reference:
+    """The PyTorch reference kit: ``python`` is its venv's interpreter (made by its ``setup.sh``), ``folder``
+    holds ``infer.py``/``train.py``/``train_toy.py``. :meth:`find` returns None with the reason in
+    :attr:`missing_reason` when it is not set up."""
+
+    missing_reason = ""
+
+    def __init__(self, python: Path, folder: Path):
+        self.python, self.folder = Path(python), Path(folder)
+
+    @classmethod
+    def find(cls, python=None, folder=None):
+        folder = Path(folder or os.environ.get("MMSEG_REF_DIR") or DEFAULT_REFERENCE_DIR)
+        if python is None:
+            venv = Path(os.environ.get("MMSEG_REF_VENV") or DEFAULT_REFERENCE_VENV)
+            python = venv / "bin" / "python"
+        python = Path(python)
+        if not (folder / "infer.py").is_file():
+            cls.missing_reason = (f"the PyTorch reference kit is not at {folder} (set MMSEG_REF_DIR or "
+                                  "--reference-dir)")
+            return None
+        if not python.is_file():
+            cls.missing_reason = (f"the reference venv's python {python} does not exist: run "
+                                  f"`bash {folder / 'setup.sh'}` once (or set MMSEG_REF_VENV / --reference-python)")
+            return None
+        return cls(python, folder)
+
+    def run(self, script: str, *args, timeout: float | None = None) -> list[dict]:
+        """Run ``script`` with ``args``; returns its JSON lines. RuntimeError with the tail of stderr on failure."""
+        command = [str(self.python), str(self.folder / script), *map(str, args)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    def version(self) -> str:
+        done = subprocess.run([str(self.python), "-c", "import torch, mmseg; print(f'mmseg {mmseg.__version__}, "
+                               "PyTorch {torch.__version__}')"], capture_output=True, text=True)
+        return done.stdout.strip() or "unknown version"

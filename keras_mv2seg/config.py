@@ -84,6 +84,7 @@ class ModelConfig:
     c1_channels: int = 48  # sepaspp / deeplab decoder: low-level projection
     decoder_stride: int = 0  # deeplab: 4 adds the stride-4 decoder (ADE20K model); 0 = none
     depthwise_implementation: str = "portable"  # portable | native, see models.layers.DepthwiseConv2D
+    init: str = "reference"  # reference: as the convention's reference draws it | keras: Keras' defaults
 
     def __post_init__(self):
         _choice("model", "head", self.head, HEADS)
@@ -91,6 +92,7 @@ class ModelConfig:
         _choice("model", "output_stride", self.output_stride, (8, 16, 32))
         _choice("model", "decoder_stride", self.decoder_stride, (0, 4))
         _choice("model", "depthwise_implementation", self.depthwise_implementation, ("portable", "native"))
+        _choice("model", "init", self.init, ("reference", "keras"))
         for name in ("num_classes", "widen_factor", "decode_channels", "c1_channels"):
             _positive("model", name, getattr(self, name))
         if not isinstance(self.aux_channels, int) or self.aux_channels < 0:

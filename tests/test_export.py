@@ -81,11 +81,26 @@ def test_predict_request_and_response_round_trip(exported):
 def test_warmup_file_holds_prediction_logs(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
-    _, path = exported
+    model, path = exported
     records = list(tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests")))
     log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    assert log.WhichOneof("log_type") == "predict_log"
     assert log.predict_log.request.model_spec.signature_name == "serving_default"
+    assert log.predict_log.request.model_spec.name == model.name
     assert tf.make_ndarray(log.predict_log.request.inputs["images"]).shape == (1, 40, 56, 3)
+
+
+def test_hand_encoded_prediction_log_equals_tensorflow_serving_protos():
+    """The warm-up records are written without tensorflow-serving-api; its own classes must produce the same bytes."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    arrays = {"images": images(5, (2, 300, 7, 3)), "extra": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m" * 200, signature_name="sig"))
+    for key, value in arrays.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    expected = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    ours = prediction_log_pb2.PredictionLog.FromString(sm.prediction_log_bytes("m" * 200, "sig", arrays))
+    assert ours == expected
 
 
 def test_concurrent_requests_of_mixed_sizes_and_bad_inputs(exported):

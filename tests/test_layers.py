@@ -1,10 +1,14 @@
 """Custom layers against NumPy definitions of the reference operations."""
 
+import platform
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mv2seg.models.layers import AdaptiveAveragePooling2D, DepthwiseConv2D, ResizeBilinear, pad_for_conv
+from keras_mv2seg.machine import native_dilated_depthwise_supported, onednn_enabled
+from keras_mv2seg.models.layers import (AdaptiveAveragePooling2D, DepthwiseConv2D, ResizeBilinear,
+                                        native_depthwise_for_export, pad_for_conv)
 
 
 def numpy_adaptive_pool(x, bins):
@@ -64,19 +68,8 @@ def test_half_pixel_resize_equals_tf_image_resize():
     np.testing.assert_allclose(ours, tf.image.resize(x, (97, 193), "bilinear"), atol=1e-6)
 
 
-def _native_supported():
-    try:
-        layer = DepthwiseConv2D(3, dilation_rate=2, padding="same", implementation="native")
-        layer(np.zeros((1, 8, 8, 2), "float32"))
-        return True
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return False
-
-
 @pytest.mark.parametrize("dilation", [1, 2, 4, 12])
 def test_native_dilated_depthwise_equals_portable(dilation):
-    if not _native_supported():
-        pytest.skip("this TensorFlow build has no dilated DepthwiseConv2dNative kernel (oneDNN disabled)")
     x = np.random.default_rng(dilation).normal(size=(2, 23, 31, 5)).astype("float32")
     portable = DepthwiseConv2D(3, dilation_rate=dilation, padding="same", use_bias=False)
     native = DepthwiseConv2D(3, dilation_rate=dilation, padding="same", use_bias=False, implementation="native")
@@ -85,16 +78,47 @@ def test_native_dilated_depthwise_equals_portable(dilation):
     np.testing.assert_allclose(native(x), portable(x), atol=1e-5)
 
 
+def _graph(layer):
+    return tf.function(layer).get_concrete_function(tf.TensorSpec((1, 16, 16, 4))).graph
+
+
+def _op_types(layer):
+    return {op.type for op in _graph(layer).get_operations()}
+
+
+def _depthwise_dilations(layer):
+    return [list(op.get_attr("dilations")) for op in _graph(layer).get_operations()
+            if op.type == "DepthwiseConv2dNative"]
+
+
 def test_native_form_is_one_op_without_space_to_batch():
     layer = DepthwiseConv2D(3, dilation_rate=4, padding="same", implementation="native")
     layer.build((1, 16, 16, 4))
-    graph = tf.function(layer).get_concrete_function(tf.TensorSpec((1, 16, 16, 4))).graph
-    ops = {op.type for op in graph.get_operations()}
+    with native_depthwise_for_export():
+        ops = _op_types(layer)
     assert "DepthwiseConv2dNative" in ops and "SpaceToBatchND" not in ops
     portable = DepthwiseConv2D(3, dilation_rate=4, padding="same")
     portable.build((1, 16, 16, 4))
-    graph = tf.function(portable).get_concrete_function(tf.TensorSpec((1, 16, 16, 4))).graph
-    assert "SpaceToBatchND" in {op.type for op in graph.get_operations()}
+    assert "SpaceToBatchND" in _op_types(portable)
+
+
+def test_native_form_runs_here_as_what_this_tensorflow_can_execute():
+    """Where the dilated kernel is missing (TensorFlow without oneDNN) "native" runs the portable form
+    instead of failing; where it is present it runs the native op. CI runs this under both oneDNN settings."""
+    layer = DepthwiseConv2D(3, dilation_rate=2, padding="same", implementation="native")
+    layer.build((1, 16, 16, 4))
+    ops = _op_types(layer)
+    if native_dilated_depthwise_supported():
+        assert _depthwise_dilations(layer) == [[1, 2, 2, 1]] and "SpaceToBatchND" not in ops
+    else:
+        assert _depthwise_dilations(layer) == [[1, 1, 1, 1]] and "SpaceToBatchND" in ops
+    layer(np.ones((1, 16, 16, 4), "float32"))  # eager: never an UnimplementedError
+
+
+def test_native_kernel_probe_agrees_with_onednn_state():
+    if tf.config.list_physical_devices("GPU") or onednn_enabled() is None or platform.machine() != "x86_64":
+        pytest.skip("the probe/oneDNN correspondence holds for TensorFlow's x86 CPU kernels only")
+    assert native_dilated_depthwise_supported() == onednn_enabled()
 
 
 def test_unknown_depthwise_implementation_is_rejected():

@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 from keras_mv2seg.benchmark import matmul_gflops, summarize, time_steps  # noqa: E402
 from keras_mv2seg.cli import add_config_arguments, config_from_args  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
+from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.models import build_segmenter  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
     images = [np.random.default_rng(i).uniform(0, 255, (1, *shape, 3)).astype(np.float32) for i in range(2)]
     result = summarize(time_steps(make_step(args.backend, config, model, shape, args), images, args.iters,
                                   args.warmup), macs)
+    print(f"machine: {describe_machine()}")
     print(f"{config.name} {args.backend}{' (XLA)' if args.xla else ''}"
           f"{' ' + args.quantization if args.backend == 'tflite' else ''} {shape[0]}x{shape[1]} batch 1: "
           f"{result['median_ms']:.1f} ms median, {result['fps']:.2f} fps, {macs / 1e9:.1f} GMACs, "

@@ -37,10 +37,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iters", type=int, help="shorten the schedule (train.max_iters)")
     parser.add_argument("--quiet", action="store_true", help="no training progress bar")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.max_iters is not None and args.max_iters < 1:
+        parser.error(f"--max-iters must be >= 1, received {args.max_iters}")
     config = keras_mv2seg.get_config(args.config)
     if config.data.dataset != "toy":
         raise SystemExit(f"quickstart runs toy-dataset configs; {config.name!r} uses {config.data.dataset}")
-    if args.max_iters:
+    if args.max_iters is not None:
         interval = min(config.train.eval_interval, args.max_iters)
         config = config.replace(max_iters=args.max_iters, eval_interval=interval, checkpoint_interval=interval)
     work = Path(args.work_dir or Path("work_dirs") / config.name)

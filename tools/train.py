@@ -19,16 +19,19 @@ def parse_args(argv):
     add_config_arguments(parser)
     parser.add_argument("--work-dir", help="default: work_dirs/<config name>")
     parser.add_argument("--data-root", help="dataset root (default: the config's data.data_root)")
-    parser.add_argument("--max-iters", type=int, help="shorten or lengthen the schedule (train.max_iters)")
-    parser.add_argument("--seed", type=int, default=0, help="data order and augmentation seed")
+    parser.add_argument("--max-iters", type=int, help="shorten or lengthen the schedule (train.max_iters, >= 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights, dropout, data order and augmentation (recorded in the work dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_iters is not None and args.max_iters < 1:
+        parser.error(f"--max-iters must be >= 1, received {args.max_iters}")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_from_args(args)
-    if args.max_iters:
+    if args.max_iters is not None:
         train_cfg = config.train
         config = config.replace(max_iters=args.max_iters,
                                 eval_interval=min(train_cfg.eval_interval, args.max_iters),

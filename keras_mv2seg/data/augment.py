@@ -20,10 +20,12 @@ def _uniform(seed, low=0.0, high=1.0):
 
 
 def rescale_size(height, width, scale, ratio=1.0):
-    """mmcv ``rescale_size`` with keep_ratio: the largest size with the image's aspect ratio whose long side
-    is <= ``max(scale) * ratio`` and short side <= ``min(scale) * ratio``; sides rounded half up."""
-    long_target = tf.cast(max(scale), tf.float32) * ratio
-    short_target = tf.cast(min(scale), tf.float32) * ratio
+    """mmcv ``RandomResize`` + ``rescale_size`` with keep_ratio: the target scale is ``scale * ratio``
+    truncated to whole pixels (``int(scale[i] * ratio)``, ``mmcv/transforms/processing.py:1515``), then the
+    largest size with the image's aspect ratio whose long side is <= the target's long side and short side <=
+    its short side; sides rounded half up (``int(x + 0.5)``, ``mmcv/image/geometric.py`` ``_scale_size``)."""
+    long_target = tf.floor(tf.cast(max(scale), tf.float32) * ratio)
+    short_target = tf.floor(tf.cast(min(scale), tf.float32) * ratio)
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     factor = tf.minimum(long_target / tf.maximum(h, w), short_target / tf.minimum(h, w))
     return tf.cast(h * factor + 0.5, tf.int32), tf.cast(w * factor + 0.5, tf.int32)

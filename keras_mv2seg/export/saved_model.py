@@ -2,8 +2,8 @@
 
 Written with ``keras.export.ExportArchive`` (a ``tf.Module`` wrapping a Keras 3 model loads in TF2 but not in
 the TF1 session loader that ``tensorflow_model_server`` uses). Layout: ``<base>/<version>/`` with
-``assets.extra/tf_serving_warmup_requests`` (TF Serving's warm-up format) when tensorflow-serving-api is
-installed. Endpoints:
+``assets.extra/tf_serving_warmup_requests`` (TF Serving's warm-up format, written without tensorflow-serving-api:
+see :func:`prediction_log_bytes`). Endpoints:
 
 * ``serving_default``: ``images`` uint8 [B, H, W, 3] (any size) -> ``labels`` int32 [B, H, W]
   (+ ``probabilities`` float32 [B, H, W, C] with ``probabilities=True``);
@@ -93,19 +93,47 @@ def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probab
     return target
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2): a string, bytes or an embedded message."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log_bytes(model_name: str, signature_name: str, inputs: dict) -> bytes:
+    """A serialized ``tensorflow.serving.PredictionLog`` holding one ``PredictRequest``.
+
+    Encoded here rather than with tensorflow-serving-api, whose wheel depends on the full ``tensorflow`` package
+    and would replace ``tensorflow-cpu`` in the environment the main job installs. The message is four nested
+    fields of TF Serving's stable protos (``prediction_log.proto``: ``PredictionLog.predict_log = 6``,
+    ``PredictLog.request = 1``; ``predict.proto``: ``PredictRequest.model_spec = 1``, ``inputs = 2`` (a map:
+    entries of key = 1, value = 2); ``model.proto``: ``ModelSpec.name = 1``, ``signature_name = 3``), and the
+    tensors are TensorFlow's own ``TensorProto``s. ``tests/test_export.py`` parses the result with
+    tensorflow-serving-api's classes.
+    """
+    spec = _field(1, model_name.encode()) + _field(3, signature_name.encode())
+    request = _field(1, spec)
+    for key, value in inputs.items():
+        tensor = tf.make_tensor_proto(value).SerializeToString()
+        request += _field(2, _field(1, key.encode()) + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
 def write_warmup_requests(export_dir, model_name: str, image: np.ndarray, repeats: int = 1):
     """``assets.extra/tf_serving_warmup_requests``: PredictionLog records of a serving_default request."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     path = Path(export_dir) / "assets.extra" / "tf_serving_warmup_requests"
     path.parent.mkdir(parents=True, exist_ok=True)
-    request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default"))
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(image, np.uint8)[None]))
-    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    record = prediction_log_bytes(model_name, "serving_default", {"images": np.asarray(image, np.uint8)[None]})
     with tf.io.TFRecordWriter(str(path)) as writer:
         for _ in range(repeats):
-            writer.write(log.SerializeToString())
+            writer.write(record)
     return path
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.models.layers import native_depthwise_for_export
+
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
 
@@ -53,11 +55,12 @@ def convert(config, model, input_size, *, quantization: str = "float32", output:
 
     # Through a SavedModel written by ExportArchive: converting a concrete function directly keeps Keras 3
     # variables as resource variables (READ_VARIABLE ops that are never initialised in the interpreter).
-    archive = keras.export.ExportArchive()
-    archive.track(native)
-    archive.add_endpoint("serving_default", serve,
-                         input_signature=[tf.TensorSpec([1, *input_size, 3], tf.float32, name="images")])
-    with tempfile.TemporaryDirectory() as folder:
+    # The graph is traced with the native op even where this TensorFlow cannot run it: LiteRT runs it.
+    with native_depthwise_for_export(), tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(native)
+        archive.add_endpoint("serving_default", serve,
+                             input_signature=[tf.TensorSpec([1, *input_size, 3], tf.float32, name="images")])
         archive.write_out(folder, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         return _convert(converter, quantization, representative_images)

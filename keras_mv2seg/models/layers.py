@@ -2,7 +2,7 @@
 
 * :class:`DepthwiseConv2D` -- Keras' depthwise conv with a switch for dilated convolutions: the portable
   form (Keras' own, lowered through SpaceToBatchND/BatchToSpaceND) or one native
-  ``DepthwiseConv2dNative`` op with ``dilations`` (what TFLite and oneDNN want).
+  ``DepthwiseConv2dNative`` op with ``dilations`` (what TFLite and oneDNN want) where TensorFlow can run it.
 * :class:`ResizeBilinear` -- bilinear resize to the spatial size of a reference tensor, with half-pixel
   centres (PyTorch ``align_corners=False``) or exact ``align_corners=True`` sampling (TF1 DeepLab).
 * :class:`AdaptiveAveragePooling2D` -- PyTorch's adaptive average pooling, overlapping bins included.
@@ -11,8 +11,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
+
+from keras_mv2seg.machine import native_dilated_depthwise_supported
+from keras_mv2seg.models.initializers import Initialization
+
+KERAS_DEFAULTS = Initialization("keras")
 
 PADDING_CONVENTIONS = ("mmseg", "deeplab")
 DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
@@ -38,15 +46,38 @@ def pad_for_conv(x, kernel_size: int, stride: int, dilation: int, convention: st
     return keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"
 
 
+_GRAPH_FOR_EXPORT = threading.local()
+
+
+@contextlib.contextmanager
+def native_depthwise_for_export():
+    """Trace ``implementation="native"`` layers as the native op even where this TensorFlow cannot execute it:
+    for graphs converted to run elsewhere (TFLite), never for graphs run here."""
+    previous = getattr(_GRAPH_FOR_EXPORT, "active", False)
+    _GRAPH_FOR_EXPORT.active = True
+    try:
+        yield
+    finally:
+        _GRAPH_FOR_EXPORT.active = previous
+
+
+def native_depthwise_in_use() -> bool:
+    """Whether ``implementation="native"`` layers emit the native op now (kernel present, or tracing for export)."""
+    return getattr(_GRAPH_FOR_EXPORT, "active", False) or native_dilated_depthwise_supported()
+
+
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` whose dilated form can be one native op.
 
     ``implementation="portable"`` (default) is Keras' own layer, which runs on every device; for dilation
     > 1 TensorFlow lowers it to SpaceToBatchND -> conv -> BatchToSpaceND. ``implementation="native"`` calls
-    ``DepthwiseConv2dNative`` with ``dilations`` directly: one op, native in TFLite, but its TensorFlow
-    kernel supports dilation only where TensorFlow uses oneDNN (x86 CPU default), so it is chosen at export
-    time, not for training. Both forms share the weight layout (kh, kw, C, 1) and give the same result.
+    ``DepthwiseConv2dNative`` with ``dilations`` directly: one op, native in TFLite. TensorFlow's own CPU
+    kernel refuses dilations (only the oneDNN kernel takes them), so where the running TensorFlow cannot
+    execute it (:func:`keras_mv2seg.machine.native_dilated_depthwise_supported`, probed once) the layer runs
+    the portable form instead -- it never fails at run time -- except while tracing a graph for export under
+    :func:`native_depthwise_for_export`. Both forms share the weight layout (kh, kw, C, 1) and give the same
+    result.
     """
 
     def __init__(self, *args, implementation: str = "portable", **kwargs):
@@ -55,7 +86,7 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         self.implementation = implementation
 
     def call(self, inputs):
-        if self.implementation == "portable" or max(self.dilation_rate) == 1:
+        if self.implementation == "portable" or max(self.dilation_rate) == 1 or not native_depthwise_in_use():
             return super().call(inputs)
         if self.data_format != "channels_last" or self.depth_multiplier != 1:
             raise ValueError("the native dilated depthwise op supports channels_last and depth_multiplier 1 only")
@@ -171,12 +202,15 @@ def conv_bn_act(
     epsilon: float = 1e-5,
     momentum: float = 0.9,
     convention: str = "mmseg",
+    init: Initialization = KERAS_DEFAULTS,
+    role: str = "head",
 ):
-    """Conv (no bias) -> BN -> activation; layers ``{name}_conv``, ``{name}_bn``, ``{name}_act``."""
+    """Conv (no bias) -> BN -> activation; layers ``{name}_conv``, ``{name}_bn``, ``{name}_act``. The kernel
+    starts as ``init`` draws a conv of ``role`` (see :mod:`keras_mv2seg.models.initializers`)."""
     x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
     x = keras.layers.Conv2D(
         filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
-        name=f"{name}_conv",
+        kernel_initializer=init.conv(role, kernel_size, filters), name=f"{name}_conv",
     )(x)
     x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
     return _activate(x, activation, f"{name}_act")
@@ -194,22 +228,27 @@ def depthwise_bn_act(
     momentum: float = 0.9,
     convention: str = "mmseg",
     implementation: str = "portable",
+    init: Initialization = KERAS_DEFAULTS,
+    role: str = "head",
 ):
     """Depthwise conv (no bias) -> BN -> activation; layers ``{name}``, ``{name}_bn``, ``{name}_act``."""
+    channels = x.shape[-1]
     x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
     x = DepthwiseConv2D(
         kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
-        implementation=implementation, name=name,
+        depthwise_initializer=init.depthwise(role, kernel_size, channels), implementation=implementation,
+        name=name,
     )(x)
     x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
     return _activate(x, activation, f"{name}_act")
 
 
 def separable_conv_bn_act(x, filters: int, name: str, *, dilation: int = 1, implementation: str = "portable",
-                          epsilon: float = 1e-5, convention: str = "mmseg"):
+                          epsilon: float = 1e-5, convention: str = "mmseg", init: Initialization = KERAS_DEFAULTS):
     """3x3 depthwise -> BN -> ReLU -> 1x1 pointwise -> BN -> ReLU (mmcv DepthwiseSeparableConvModule,
     DeepLab split_separable_conv2d); layers ``{name}_depthwise*`` and ``{name}_pointwise_*``."""
     x = depthwise_bn_act(x, 3, f"{name}_depthwise", dilation=dilation, epsilon=epsilon, convention=convention,
-                         implementation=implementation)
-    return conv_bn_act(x, filters, 1, f"{name}_pointwise", epsilon=epsilon, convention=convention)
+                         implementation=implementation, init=init, role="separable")
+    return conv_bn_act(x, filters, 1, f"{name}_pointwise", epsilon=epsilon, convention=convention, init=init,
+                       role="separable")
 

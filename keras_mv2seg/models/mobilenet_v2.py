@@ -20,6 +20,7 @@ import keras
 
 from keras_mv2seg.config import CONVENTIONS, ModelConfig
 from keras_mv2seg.models import layers
+from keras_mv2seg.models.initializers import initialization
 
 # (expand ratio t, output channels c, blocks n, default stride s) -- the MobileNetV2 paper's table without
 # the final 1280-channel conv, as in mmseg and DeepLab.
@@ -110,7 +111,7 @@ def mobilenet_v2_features(images, config: ModelConfig) -> dict:
     """Build the backbone on ``images`` (already normalised) and return the named feature tensors."""
     convention = CONVENTIONS[config.convention]
     bn = dict(epsilon=convention.backbone_bn_epsilon, momentum=convention.backbone_bn_momentum,
-              convention=convention.padding)
+              convention=convention.padding, init=initialization(config), role="backbone")
     x = layers.conv_bn_act(images, scaled_channels(STEM_CHANNELS, config.widen_factor, convention.channel_rounding),
                            3, "stem", stride=2, activation="relu6", **bn)
     features = {}

@@ -33,7 +33,7 @@ from keras_mv2seg.evaluation import evaluate_model
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
 from keras_mv2seg.training.losses import SegmentationCrossEntropy
 from keras_mv2seg.training.optimizer import TorchSGD
-from keras_mv2seg.training.schedule import PolyDecay
+from keras_mv2seg.training.schedule import recipe_schedule
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -75,8 +75,7 @@ def compile_model(model: keras.Model, config: Config):
     """The reference recipe: TorchSGD (coupled weight decay) on a per-iteration poly schedule, cross-entropy
     with ignore label on logits at label size, auxiliary loss weight 0.4."""
     train = config.train
-    optimizer = TorchSGD(PolyDecay(train.lr, train.max_iters, train.min_lr, train.power), momentum=train.momentum,
-                         coupled_weight_decay=train.weight_decay)
+    optimizer = TorchSGD(recipe_schedule(train), momentum=train.momentum, coupled_weight_decay=train.weight_decay)
     loss = SegmentationCrossEntropy(config.data.ignore_index)
     if isinstance(model.output, dict):
         model.compile(optimizer=optimizer, loss={"logits": loss, "aux_logits": loss},
@@ -175,7 +174,7 @@ class _Run:
                              f"{self.strategy.num_replicas_in_sync} replicas")
         self.images_seen = 0
         self.step_seconds = 0.0
-        self.schedule = PolyDecay(config.train.lr, config.train.max_iters, config.train.min_lr, config.train.power)
+        self.schedule = recipe_schedule(config.train)
         self.writer = tf.summary.create_file_writer(str(work_dir / "logs" / "train")) if self.chief else None
         self.metrics_file = work_dir / "metrics.jsonl"
 
@@ -298,11 +297,32 @@ def _check_work_dir(work_dir: Path, config: Config):
         saved.write_text(json.dumps(current, indent=2))
 
 
+def _check_seed(work_dir: Path, seed: int):
+    """Record the run's seed in ``<work_dir>/seed.json``; a resumed run must use the same one (its data order,
+    augmentation and dropout draws depend on it)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, received {seed!r}")
+    path = work_dir / "seed.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())["seed"]
+        if previous != seed:
+            raise ValueError(f"{work_dir} holds a run with seed {previous}, received seed {seed}: resume with "
+                             f"the same seed or use another work dir")
+    else:
+        path.write_text(json.dumps({"seed": seed}))
+
+
 def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1) -> dict:
     """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
-    ``<work_dir>/summary.json``."""
+    ``<work_dir>/summary.json``.
+
+    ``seed`` seeds everything the run draws: the initial weights and dropout (Keras, TensorFlow, NumPy and
+    Python generators through ``keras.utils.set_random_seed``) and the data order and augmentations (stateless
+    ops keyed by (seed, sample index)). It is recorded in ``<work_dir>/seed.json``."""
     work_dir = Path(work_dir)
     _check_work_dir(work_dir, config)
+    _check_seed(work_dir, seed)
+    keras.utils.set_random_seed(seed)
     run = _Run(config, work_dir, data_root, seed, strategy, verbose)
     run.build()
     start = run.restore()
@@ -347,6 +367,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         "images_per_s": round(run.images_seen / wall, 2) if run.images_seen else None,  # incl. validation
         "train_images_per_s": round(run.images_seen / run.step_seconds, 2) if run.step_seconds else None,
         "replicas": run.strategy.num_replicas_in_sync,
+        "seed": seed,
     }
     if run.chief:
         _atomic_weights(run.model, work_dir / "final.weights.h5")

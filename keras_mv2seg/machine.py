@@ -1,0 +1,97 @@
+"""What the running machine and TensorFlow build can do: the one place that asks.
+
+* :func:`onednn_enabled` -- whether TensorFlow runs its oneDNN (MKL) kernels in this process. TensorFlow turns
+  oneDNN on by default only on some x86 CPUs (those with AVX-512 VNNI/BF16 or AMX, at TF 2.21);
+  ``TF_ENABLE_ONEDNN_OPTS=0/1`` overrides it before TensorFlow is imported.
+* :func:`native_dilated_depthwise_supported` -- whether ``DepthwiseConv2dNative`` with ``dilations`` runs here
+  (TensorFlow's own CPU kernel refuses dilations; the oneDNN one accepts them). Probed once, cached.
+* :func:`machine_info` / :func:`describe_machine` -- CPU model, the ISA extensions that matter for these models,
+  thread count and oneDNN state: every speed figure the project prints carries this line.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+# ISA extensions that change what the float32 / bfloat16 / int8 kernels can do, in /proc/cpuinfo spelling.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:  # not Linux: the model string from platform is what we have
+        pass
+    return model, flags
+
+
+def onednn_enabled() -> bool | None:
+    """True/False when TensorFlow says whether oneDNN is on in this process, None where it cannot say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without the private query
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+@functools.lru_cache(maxsize=None)
+def native_dilated_depthwise_supported() -> bool:
+    """Whether this TensorFlow can execute a dilated ``DepthwiseConv2dNative`` on the default device, eagerly
+    and inside a ``tf.function`` (both paths are tried once per process; the answer is cached)."""
+    import tensorflow as tf
+
+    def run(x):
+        kernel = tf.ones((3, 3, 2, 1))
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME",
+                                                dilations=[1, 2, 2, 1])
+
+    try:
+        with tf.init_scope():  # callable from inside a graph being traced (a Keras functional build)
+            images = tf.ones((1, 7, 7, 2))
+            run(images).numpy()
+            tf.function(run, autograph=False)(images).numpy()
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        return False
+    return True
+
+
+def machine_info() -> dict:
+    """CPU model, ISA flags present, logical CPUs usable by this process, TF version, oneDNN state, GPUs."""
+    import tensorflow as tf
+
+    model, flags = _cpuinfo()
+    try:
+        threads = len(os.sched_getaffinity(0))
+    except AttributeError:
+        threads = os.cpu_count()
+    return {
+        "cpu": model,
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
+        "threads": threads,
+        "tensorflow": tf.__version__,
+        "onednn": onednn_enabled(),
+        "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def describe_machine(info: dict | None = None) -> str:
+    """One line for benchmark output, e.g. ``AMD EPYC, ISA avx2 fma avx512f avx512_vnni avx512_bf16, 2 threads,
+    TF 2.21.0, oneDNN on (TensorFlow default)``."""
+    info = info or machine_info()
+    onednn = {True: "on", False: "off", None: "unknown"}[info["onednn"]]
+    source = (f"TF_ENABLE_ONEDNN_OPTS={info['onednn_env']}" if info["onednn_env"] is not None
+              else "TensorFlow default")
+    gpus = f", GPUs {' '.join(info['gpus'])}" if info["gpus"] else ""
+    return (f"{info['cpu']}, ISA {' '.join(info['isa']) or 'none of ' + '/'.join(ISA_FLAGS)}, "
+            f"{info['threads']} threads, TF {info['tensorflow']}, oneDNN {onednn} ({source}){gpus}")
