@@ -221,26 +221,67 @@ class _Run:
         self.log(f"checkpoint {path}")
 
     def validate(self, iteration: int):
+        """Score the model on the val split and record it. Crash-safe order: the best weights (atomic replace)
+        and ``best.json`` first, then the metrics line -- so a metrics line never reports a best whose weights
+        are missing; a run killed in between re-validates this iteration when resumed (:meth:`repair`)."""
         align = CONVENTIONS[self.config.model.convention].align_corners
         result = evaluate_model(inference_model(self.model), split_source(self.config, self.data_root, "val"),
                                 self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
                                 align_corners=align)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
         self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
-        history = self.history()
+        history = [r for r in self.history() if r["iteration"] != iteration]
         best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
         if self.chief:
-            with open(self.metrics_file, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if math.isfinite(record["mIoU"]) and record["mIoU"] > best:
+            if math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
                 _atomic_weights(self.model, self.work_dir / "best.weights.h5")
+                _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
+            if len(history) != len(self.history()):  # re-validation of a recorded iteration: replace its line
+                _atomic_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in history + [record]))
+            else:
+                _append_line(self.metrics_file, json.dumps(record))
         self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
                  f"mAcc {100 * record['mAcc']:.2f}")
 
     def history(self) -> list[dict]:
+        """The metrics lines; a last line cut short by a crash is dropped (and removed by :meth:`repair`)."""
         if not self.metrics_file.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return records
+
+    def repair(self, iteration: int):
+        """Finish what a crash left half done at ``iteration`` (the restored checkpoint's): remove stale
+        temporaries, drop a torn metrics line, and re-validate this iteration when it is a validation point
+        whose metrics line or best weights are missing."""
+        if not self.chief:
+            return
+        for stale in self.work_dir.glob("*.tmp*"):
+            if stale.is_file():
+                stale.unlink()
+                self.log(f"removed {stale.name}, left by an interrupted write")
+        history = self.history()
+        if self.metrics_file.is_file() and len(self.metrics_file.read_text().splitlines()) != len(history):
+            _atomic_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in history))
+            self.log(f"dropped a metrics line cut short by an interrupted write in {self.metrics_file.name}")
+        train = self.config.train
+        if iteration == 0 or not (iteration % train.eval_interval == 0 or iteration >= train.max_iters):
+            return
+        recorded = any(r["iteration"] == iteration for r in history)
+        finite = [r for r in history if math.isfinite(r["mIoU"])]
+        best_iteration = max(finite, key=lambda r: r["mIoU"])["iteration"] if finite else None
+        best_missing = best_iteration is not None and not (self.work_dir / "best.weights.h5").is_file()
+        if not recorded or (best_missing and best_iteration == iteration):
+            self.log(f"re-validating iteration {iteration}: the run stopped before its results were all written")
+            self.validate(iteration)
+        elif best_missing:
+            self.log(f"warning: best.weights.h5 (iteration {best_iteration}) is missing and that iteration's "
+                     "weights are no longer restorable; it will be rewritten at the next better validation")
 
     def log(self, message: str):
         if self.verbose and self.chief:
@@ -275,9 +316,28 @@ def _atomic_weights(model: keras.Model, path: Path):
     os.replace(tmp, path)
 
 
+def _atomic_text(path: Path, text: str):
+    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _append_line(path: Path, line: str):
+    """Append one line with a single write (a crash can at worst leave it torn, which history() drops)."""
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _check_work_dir(work_dir: Path, config: Config):
     """Write ``config.json``, or check that a resumed run has the same config. Fields a saved config lacks
-    (added to the project after that run) count as their defaults."""
+    (added to the project after that run) count as their defaults. A work dir whose run never wrote a
+    checkpoint (a start that failed, e.g. on a bad override) takes the new config: there is nothing to mix."""
     saved = work_dir / "config.json"
     current = json.loads(str(config))
     if saved.is_file():
@@ -289,9 +349,12 @@ def _check_work_dir(work_dir: Path, config: Config):
             if previous.get(section, {}).get(key, defaults[section].get(key)) != value)
         if previous.get("name") != config.name:
             changed.insert(0, "name")
-        if changed:
+        started = tf.train.latest_checkpoint(str(work_dir / "checkpoints")) is not None
+        if changed and started:
             raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}); "
                              "use another --work-dir or the same config to resume")
+        if changed:  # the earlier start never completed a checkpoint: nothing of it to keep
+            saved.write_text(json.dumps(current, indent=2))
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(current, indent=2))
@@ -326,6 +389,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     run = _Run(config, work_dir, data_root, seed, strategy, verbose)
     run.build()
     start = run.restore()
+    run.repair(start)
     train_cfg = config.train
     chunk = math.gcd(train_cfg.max_iters, math.gcd(train_cfg.checkpoint_interval, train_cfg.eval_interval))
     if start % chunk:
@@ -371,6 +435,6 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     }
     if run.chief:
         _atomic_weights(run.model, work_dir / "final.weights.h5")
-        (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _atomic_text(work_dir / "summary.json", json.dumps(summary, indent=2))
     run.log(json.dumps(summary))
     return summary
