@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from keras_mv2seg import build_segmenter, get_config
-from keras_mv2seg.models.layers import DepthwiseConv2D
 
 TRUNCATED_STD = 0.8796  # std of a normal truncated at +-2 sigma, in units of sigma
 KURTOSIS = {"normal": 3.0, "truncated": 2.3636, "uniform": 1.8}
@@ -87,7 +86,7 @@ def check_model(model, expectation):
             continue
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             continue
-        kernel = layer.depthwise_kernel if isinstance(layer, DepthwiseConv2D) else layer.kernel
+        kernel = layer.kernel  # Keras 3 names the depthwise kernel `kernel` too
         problems += check_layer(layer, kernel, *expectation(layer, kernel))
         if layer.use_bias and np.any(np.asarray(layer.bias) != 0):
             problems.append(f"{layer.name}: bias does not start at 0")
