@@ -1,13 +1,92 @@
-"""Helpers shared by the command-line tools in ``tools/``: config arguments and image files."""
+"""Helpers shared by the command-line tools in ``tools/``: config arguments, image files, and
+:func:`run_main`, which turns errors into one line and an exit status.
+
+Exit statuses of every tool: 0 success; 1 bad input (a file, weights, data or a value the user gave -- the
+message names it); 2 usage (arguments: argparse's own errors and :class:`UsageError`); 3 a training run
+stopped on a non-finite loss; 70 an internal error (a bug: the message says so and asks for ``--verbose``);
+130 interrupted. ``--verbose`` anywhere on a tool's command line prints the traceback too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import os
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
+
+EXIT_BAD_INPUT, EXIT_USAGE, EXIT_NON_FINITE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 70, 130
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot be used as given (exit status 2)."""
+
+
+def _user_errors():
+    """Exception types that mean "the input is wrong", not "the program is wrong"."""
+    from keras_mv2seg.convert.torch_pickle import UnsafeCheckpointError
+
+    return (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError, UnsafeCheckpointError, KeyError)
+
+
+def run_main(main, argv=None) -> int:
+    """Run a tool's ``main(argv)``; print one ``error: ...`` line (plus a hint) for a user error instead of a
+    traceback, and return the tool's exit status (see the module docstring)."""
+    from keras_mv2seg.training.trainer import NonFiniteLossError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    hint = "" if verbose else " (run with --verbose for the traceback)"
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as error:
+        _report(error, verbose)
+        return EXIT_NON_FINITE
+    except UsageError as error:
+        _report(error, verbose)
+        print("hint: --help lists the arguments", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            _report(f"no space left on the device while writing {error.filename or 'a file'}: free space (or "
+                    "choose another --work-dir / output) and run the same command again; completed files are "
+                    "kept and a training run resumes from its last checkpoint", verbose, error)
+            return EXIT_BAD_INPUT
+        if isinstance(error, _user_errors()):
+            _report(error, verbose)
+            return EXIT_BAD_INPUT
+        return _internal(error, verbose, hint)
+    except _user_errors() as error:
+        _report(error, verbose)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 -- the one place that turns a crash into a status
+        return _internal(error, verbose, hint)
+
+
+def _report(message, verbose, error=None):
+    if verbose:
+        traceback.print_exc()
+    text = str(message)
+    if isinstance(message, KeyError):
+        text = message.args[0] if message.args else text
+    print(f"error: {text}", file=sys.stderr)
+
+
+def _internal(error, verbose, hint) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"internal error: {type(error).__name__}: {error}{hint}; this is a bug, please report it with the "
+          "traceback", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def parse_cfg_options(items) -> dict:
@@ -32,9 +111,14 @@ def add_config_arguments(parser: argparse.ArgumentParser):
 
 
 def config_from_args(args):
+    """The config named on the command line with its ``--cfg-options``; a bad name, key or value is a
+    :class:`UsageError` (checked before anything runs)."""
     from keras_mv2seg.config import get_config
 
-    return get_config(args.config, **parse_cfg_options(args.cfg_options))
+    try:
+        return get_config(args.config, **parse_cfg_options(args.cfg_options))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def write_png(path, image: np.ndarray, overwrite: bool = False):

@@ -193,8 +193,8 @@ class Config:
                 if len(owners) != 1:
                     raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_all_keys())}")
                 section = owners[0]
-            current = getattr(getattr(self, section), attr)
-            per_section[section][attr] = tuple(value) if isinstance(current, tuple) else value
+            annotation = {f.name: f.type for f in dataclasses.fields(_SECTIONS[section])}[attr]
+            per_section[section][attr] = _typed(f"{section}.{attr}", value, annotation)
         sections = {s: dataclasses.replace(getattr(self, s), **kw) for s, kw in per_section.items() if kw}
         return dataclasses.replace(self, **top, **sections)
 
@@ -203,6 +203,33 @@ class Config:
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+_SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _typed(key: str, value, annotation: str):
+    """``value`` checked against a field's annotation (``int``, ``float``, ``str``, ``bool``, ``tuple[int, int]``,
+    ``tuple[int, ...]``...): ValueError naming the key, the expected type and the value otherwise. Ints are
+    accepted where floats are expected and lists where tuples are (returned as tuples)."""
+    def fits(item, name):
+        expected = _SCALARS.get(name)
+        if expected is None:
+            return True
+        return isinstance(item, expected) and (name == "bool" or not isinstance(item, bool))
+
+    if annotation.startswith("tuple[") and annotation.endswith("]"):
+        parts = [part.strip() for part in annotation[len("tuple["):-1].split(",")]
+        if isinstance(value, (list, tuple)):
+            names = [parts[0]] * len(value) if parts[-1] == "..." else parts
+            if len(names) == len(value) and all(fits(item, name) for item, name in zip(value, names)):
+                return tuple(float(v) if n == "float" else v for v, n in zip(value, names))
+    elif fits(value, annotation):
+        return float(value) if annotation == "float" else value
+    shape = "several values" if annotation.endswith("...]") else annotation
+    raise ValueError(f"config key {key!r} expects {shape}, received {value!r} ({type(value).__name__})"
+                     + (f"; e.g. {key.rpartition('.')[2]}=({', '.join(['64'] * (annotation.count(',') + 1))})"
+                        if annotation.startswith("tuple[") and "..." not in annotation else ""))
 
 
 def _field_names(cls) -> set[str]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_mv2seg.convert.core import PortReport
 
@@ -14,7 +15,8 @@ def _is_tf_checkpoint(path: Path) -> bool:
     return Path(f"{path}.index").is_file() or (path.is_dir() and (path / "checkpoint").is_file())
 
 
-def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier: bool = False):
+def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier: bool = False,
+                 allow_non_finite: bool = False):
     """Load weights into a model built by :func:`keras_mv2seg.build_segmenter`, by file type:
 
     * ``*.pth`` / ``*.pt``: mmseg segmentor or (``part="backbone"``) mmcls ImageNet checkpoint;
@@ -24,7 +26,8 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
 
     ``skip_classifier=True`` keeps the model's classifier(s) as initialised, for fine-tuning to another
     number of classes. Returns a :class:`PortReport` for imported checkpoints. Any weight the file cannot
-    provide, any mis-shaped or unused tensor fails with a message naming it, and nothing is loaded.
+    provide, any mis-shaped or unused tensor, and (unless ``allow_non_finite``) any NaN/inf value fails with a
+    message naming it, and nothing is loaded.
     """
     path = Path(os.fspath(path))
     suffix = path.name.lower()
@@ -32,18 +35,31 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
         _require(model, "mmseg", path)
         from keras_mv2seg.convert.mmseg import load_mmseg_checkpoint
 
-        return load_mmseg_checkpoint(model, path, part=part, skip_classifier=skip_classifier)
+        return load_mmseg_checkpoint(model, path, part=part, skip_classifier=skip_classifier,
+                                     allow_non_finite=allow_non_finite)
     if _is_tf_checkpoint(path):
         _require(model, "deeplab", path)
         from keras_mv2seg.convert.deeplab import load_deeplab_checkpoint
 
-        return load_deeplab_checkpoint(model, path, skip_classifier=skip_classifier)
+        return load_deeplab_checkpoint(model, path, skip_classifier=skip_classifier,
+                                       allow_non_finite=allow_non_finite)
     if suffix.endswith((".weights.h5", ".keras")):
         if part != "all" or skip_classifier:
             raise ValueError("part/skip_classifier apply to imported checkpoints, not to Keras weight files")
         if not path.is_file():
             raise FileNotFoundError(f"weights file not found: {path}")
-        model.load_weights(path)
+        before = [np.array(v) for v in model.weights]
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot load Keras weights ({str(error).splitlines()[0]})") from None
+        bad = [v.path for v in model.weights
+               if np.issubdtype(np.dtype(v.dtype), np.floating) and not np.isfinite(np.asarray(v)).all()]
+        if bad and not allow_non_finite:
+            for variable, value in zip(model.weights, before):
+                variable.assign(value)
+            raise ValueError(f"{path}: {len(bad)} weights hold NaN/inf values (a diverged or corrupt run); nothing "
+                             f"was loaded (allow_non_finite=True loads them anyway): {', '.join(bad[:5])}")
         return PortReport(str(path), assigned=[v.path for v in model.weights])
     raise ValueError(f"{path}: unknown weight format; expected .pth/.pt (mmseg), a TF1 checkpoint prefix "
                      "(DeepLab, with a .index file beside it) or .weights.h5/.keras")

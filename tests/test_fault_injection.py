@@ -135,3 +135,122 @@ def test_max_iters_zero_is_a_usage_error(arguments):
     command = [sys.executable, str(ROOT / "tools" / arguments[0]), *arguments[1:], "--max-iters", "0"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "--max-iters must be >= 1, received 0" in done.stderr
+
+
+# === Corrupt and truncated files: every message names the file (and the tensor or value) ===
+
+def _backbone_pth(tmp_path, mutate=None):
+    from tests.pth_writer import backbone_state_dict, save_pth
+
+    model = keras_mv2seg.build_segmenter(keras_mv2seg.get_config("toy", widen_factor=0.25))
+    state = backbone_state_dict(model)
+    if mutate:
+        mutate(state)
+    path = tmp_path / "backbone.pth"
+    save_pth(path, state)
+    return model, path
+
+
+def test_truncated_zip_pth_is_named_as_truncated(tmp_path):
+    model, path = _backbone_pth(tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a download cut off half way
+    with pytest.raises(ValueError, match=f"{path}: truncated zip checkpoint"):
+        keras_mv2seg.load_weights(model, path, part="backbone")
+
+
+def test_zip_pth_with_a_bad_crc_names_the_file(tmp_path):
+    model, path = _backbone_pth(tmp_path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"archive/data/0") + len(b"archive/data/0")  # the first storage's bytes follow its name
+    data[start + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{path}: corrupt zip checkpoint .*CRC"):
+        keras_mv2seg.load_weights(model, path, part="backbone")
+
+
+def test_truncated_legacy_pth_is_named(tmp_path):
+    path = tmp_path / "legacy.pth"
+    path.write_bytes(b"\x80\x02\x8a\x0a")  # the start of a legacy magic-number pickle, then nothing
+    with pytest.raises(ValueError, match=f"{path}: not a PyTorch checkpoint"):
+        keras_mv2seg.load_weights(keras_mv2seg.build_segmenter(keras_mv2seg.get_config("toy")), path)
+
+
+def test_non_finite_pth_weights_are_refused_unless_allowed(tmp_path):
+    def poison(state):
+        key = next(k for k in state if k.endswith("weight"))
+        state[key] = state[key].copy()
+        state[key].flat[3] = np.nan
+
+    model, path = _backbone_pth(tmp_path, poison)
+    before = [np.array(w) for w in model.weights]
+    with pytest.raises(ValueError, match="(?s)non-finite values.*1 of .* values are NaN/inf"):
+        keras_mv2seg.load_weights(model, path, part="backbone")
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.weights))  # nothing loaded
+    keras_mv2seg.load_weights(model, path, part="backbone", allow_non_finite=True)
+
+
+def test_non_finite_keras_weights_are_refused_and_nothing_changes(tmp_path):
+    model = keras_mv2seg.build_segmenter(keras_mv2seg.get_config("toy", widen_factor=0.25))
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], np.inf)
+    model.set_weights(weights)
+    model.save_weights(tmp_path / "diverged.weights.h5")
+    fresh = keras_mv2seg.build_segmenter(keras_mv2seg.get_config("toy", widen_factor=0.25))
+    before = [np.array(w) for w in fresh.weights]
+    with pytest.raises(ValueError, match="diverged.weights.h5: 1 weights hold NaN/inf"):
+        keras_mv2seg.load_weights(fresh, tmp_path / "diverged.weights.h5")
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, fresh.weights))
+
+
+def test_truncated_tf_checkpoint_names_the_variable(tmp_path):
+    import tensorflow as tf
+
+    from keras_mv2seg.convert.deeplab import read_checkpoint
+
+    prefix = tf.train.Checkpoint(weights=tf.Variable(np.arange(20000, dtype=np.float32))).write(
+        str(tmp_path / "model.ckpt"))
+    data = next(tmp_path.glob("model.ckpt.data-*"))
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read variable 'weights/.*truncated or corrupt"):
+        read_checkpoint(prefix)
+
+
+def test_truncated_png_during_training_names_the_file(tiny_config_file, tiny_toy_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "toy"
+    shutil.copytree(tiny_toy_root, root)
+    victim = sorted((root / "leftImg8bit" / "train").rglob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])  # header intact, pixels cut off
+    config = keras_mv2seg.get_config(str(tiny_config_file(iters=2, interval=2))).replace(data_root=str(root))
+    with pytest.raises(ValueError, match=f"could not be decoded .*{victim.name}: image does not decode"):
+        train(config, tmp_path / "run", verbose=0)
+
+
+# === The command line: one line, a distinct status, the traceback with --verbose ===
+
+def _tool(*arguments, verbose=False):
+    command = [sys.executable, str(ROOT / "tools" / arguments[0]), *arguments[1:]] + (["--verbose"] if verbose else [])
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_bad_cfg_option_is_a_usage_error_before_anything_runs(tmp_path):
+    done = _tool("train.py", "toy", "--work-dir", str(tmp_path / "w"), "--cfg-options", "crop_size=64")
+    assert done.returncode == 2
+    assert "error: config key 'data.crop_size' expects tuple[int, int], received 64 (int)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "w").exists()
+    done = _tool("train.py", "toy", "--work-dir", str(tmp_path / "w"), "--cfg-options", "batch_size=2.5")
+    assert done.returncode == 2 and "expects int, received 2.5" in done.stderr
+
+
+def test_bad_weights_file_is_exit_1_with_one_line_and_verbose_shows_the_traceback(tmp_path):
+    weights = tmp_path / "broken.pth"
+    weights.write_bytes(b"PK\x03\x04 not really a zip")
+    done = _tool("predict.py", "toy", str(weights), str(tmp_path / "none.png"))
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr
+    done = _tool("test.py", "toy", str(weights))
+    assert done.returncode == 1 and f"error: {weights}: truncated zip checkpoint" in done.stderr
+    ours = [line for line in done.stderr.splitlines() if not line.startswith(("WARNING: All log", "I0000", "W0000"))]
+    assert "Traceback" not in done.stderr and len(ours) <= 2, ours  # TensorFlow's own start-up lines aside
+    verbose = _tool("test.py", "toy", str(weights), verbose=True)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr

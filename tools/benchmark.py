@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_mv2seg.benchmark import matmul_gflops, summarize, time_steps  # noqa: E402
-from keras_mv2seg.cli import add_config_arguments, config_from_args  # noqa: E402
+from keras_mv2seg.cli import add_config_arguments, config_from_args, run_main  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.models import build_segmenter  # noqa: E402
@@ -81,4 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

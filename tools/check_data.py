@@ -12,6 +12,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mv2seg.data.check import check_dataset  # noqa: E402
+from keras_mv2seg.cli import run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,4 +29,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

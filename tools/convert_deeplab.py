@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mv2seg.convert.check import main as convert_main
+from keras_mv2seg.cli import run_main
 
 
 def main(argv=None) -> int:
@@ -18,4 +19,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,7 +17,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.cli import write_png  # noqa: E402
+from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
 from keras_mv2seg.convert.check import synthetic_image  # noqa: E402
 from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
 
@@ -40,11 +40,11 @@ def main(argv=None) -> int:
     for item in args.weights:
         name, sep, path = item.partition("=")
         if not sep:
-            raise SystemExit(f"--weights expects NAME=FILE, received {item!r}")
+            raise UsageError(f"--weights expects NAME=FILE, received {item!r}")
         weights[name] = path
     unknown = sorted(set(weights) - set(names))
     if unknown:
-        raise SystemExit(f"--weights names configs that are not being run: {unknown}")
+        raise UsageError(f"--weights names configs that are not being run: {unknown}")
     out = Path(args.output_dir)
     image = synthetic_image(*args.size)
     write_png(out / "input.png", image[0].astype(np.uint8), overwrite=True)
@@ -71,4 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_mv2seg.cli import add_config_arguments, config_from_args  # noqa: E402
+from keras_mv2seg.cli import add_config_arguments, config_from_args, run_main, UsageError  # noqa: E402
 from keras_mv2seg.convert.check import synthetic_image  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
 from keras_mv2seg.export import tflite as tflite_export  # noqa: E402
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     if args.format == "saved_model":
         pad = tuple(config.data.crop_size) if args.pad_to_crop else None
         if args.pad_to_crop and config.model.convention != "deeplab":
-            raise SystemExit("--pad-to-crop reproduces the official DeepLab export; use it with deeplab_* configs")
+            raise UsageError("--pad-to-crop reproduces the official DeepLab export; use it with deeplab_* configs")
         images = sample_images(config, args.data_root, 3)
         warmup = np.clip(np.round(images[0]), 0, 255).astype(np.uint8)
         path = saved_model_export.export_saved_model(
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
               "assets.extra)")
         return 0 if verify_saved_model(path, model, images, pad) else 1
     if not args.input_size:
-        raise SystemExit("--format tflite needs --input-size H W (TFLite models have a fixed input size)")
+        raise UsageError("--format tflite needs --input-size H W (TFLite models have a fixed input size)")
     size = tuple(args.input_size)
     count = args.calibration_images if args.quantization == "int8" else 3
     images = sample_images(config, args.data_root, count, size)
@@ -142,4 +142,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mv2seg.data.layouts import list_samples  # noqa: E402
 from keras_mv2seg.data.tfrecord import write_tfrecords  # noqa: E402
+from keras_mv2seg.cli import run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,4 +33,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

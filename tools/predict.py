@@ -16,7 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.cli import add_config_arguments, config_from_args, read_image, write_png  # noqa: E402
+from keras_mv2seg.cli import (  # noqa: E402
+    add_config_arguments, config_from_args, read_image, run_main, write_png, UsageError,
+)
 from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
 from keras_mv2seg.inference import predict_labels  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
@@ -35,7 +37,7 @@ def expand_inputs(items) -> list[Path]:
         else:
             found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not found:
-            raise SystemExit(f"{item}: no image file, folder with images, or glob match")
+            raise UsageError(f"{item}: no image file, folder with images, or glob match")
         paths.extend(found)
     return paths
 
@@ -58,7 +60,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not 0.0 <= args.opacity <= 1.0:
-        raise SystemExit(f"--opacity must be in [0, 1], received {args.opacity}")
+        raise UsageError(f"--opacity must be in [0, 1], received {args.opacity}")
     config = config_from_args(args)
     inputs = expand_inputs(args.inputs)
     model = build_for_inference(config, args.weights)
@@ -76,4 +78,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from keras_mv2seg.cli import UsageError, run_main
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -18,10 +20,10 @@ def main(argv=None) -> int:
     try:
         from cityscapesscripts.preparation.json2labelImg import json2labelImg
     except ImportError:
-        raise SystemExit("tools/prepare_cityscapes.py needs cityscapesscripts: pip install -e '.[cityscapes]'")
+        raise UsageError("tools/prepare_cityscapes.py needs cityscapesscripts: pip install -e '.[cityscapes]'")
     polygons = sorted(Path(args.data_root, "gtFine").rglob("*_gtFine_polygons.json"))
     if not polygons:
-        raise SystemExit(f"no *_gtFine_polygons.json under {Path(args.data_root, 'gtFine')}")
+        raise FileNotFoundError(f"no *_gtFine_polygons.json under {Path(args.data_root, 'gtFine')}")
     written = skipped = 0
     for path in polygons:
         target = path.with_name(path.name.replace("_polygons.json", "_labelTrainIds.png"))
@@ -35,4 +37,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.cli import write_png  # noqa: E402
+from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
 from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root  # noqa: E402
 from keras_mv2seg.datasets_meta import class_names, colorize, palette  # noqa: E402
 from keras_mv2seg.evaluation import evaluate_model, format_table  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         parser.error(f"--max-iters must be >= 1, received {args.max_iters}")
     config = keras_mv2seg.get_config(args.config)
     if config.data.dataset != "toy":
-        raise SystemExit(f"quickstart runs toy-dataset configs; {config.name!r} uses {config.data.dataset}")
+        raise UsageError(f"quickstart runs toy-dataset configs; {config.name!r} uses {config.data.dataset}")
     if args.max_iters is not None:
         interval = min(config.train.eval_interval, args.max_iters)
         config = config.replace(max_iters=args.max_iters, eval_interval=interval, checkpoint_interval=interval)
@@ -90,4 +90,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

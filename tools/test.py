@@ -15,7 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.cli import add_config_arguments, config_from_args, write_png  # noqa: E402
+from keras_mv2seg.cli import (  # noqa: E402
+    add_config_arguments, config_from_args, run_main, write_png, UsageError,
+)
 from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root  # noqa: E402
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, class_names  # noqa: E402
 from keras_mv2seg.evaluation import evaluate_model, format_table, plot_confusion  # noqa: E402
@@ -47,9 +49,9 @@ def main(argv=None) -> int:
     config = config_from_args(args)
     for path in (args.out, args.confusion_plot):
         if path and Path(path).exists() and not args.overwrite:
-            raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+            raise UsageError(f"{path} exists; pass --overwrite to replace it")
     if args.cityscapes_submission and config.data.dataset not in ("cityscapes", "toy"):
-        raise SystemExit(f"--cityscapes-submission needs a Cityscapes config, {config.name!r} is {config.data.dataset}")
+        raise UsageError(f"--cityscapes-submission needs a Cityscapes config, {config.name!r} is {config.data.dataset}")
     model = build_for_inference(config, args.weights)
     root = resolve_data_root(config, args.data_root)
     align = config.model.conventions.align_corners
@@ -87,4 +89,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mv2seg.cli import add_config_arguments, config_from_args  # noqa: E402
+from keras_mv2seg.cli import add_config_arguments, config_from_args, run_main  # noqa: E402
 from keras_mv2seg.training import NonFiniteLossError, train  # noqa: E402
 
 
@@ -20,7 +20,8 @@ def parse_args(argv):
     parser.add_argument("--work-dir", help="default: work_dirs/<config name>")
     parser.add_argument("--data-root", help="dataset root (default: the config's data.data_root)")
     parser.add_argument("--max-iters", type=int, help="shorten or lengthen the schedule (train.max_iters, >= 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights, dropout, data order and augmentation (recorded in the work dir)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the initial weights, dropout, data order and augmentation (recorded in the work dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.max_iters is not None and args.max_iters < 1:
@@ -48,4 +49,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -5,6 +5,9 @@ Checks, in order:
 2. optional parity against reference logits for a given input (relative error, max abs difference, class-map
    agreement), the reference upsampled with the convention's resize when it is at head resolution;
 3. the written ``.weights.h5`` reloaded into a fresh model gives bit-identical logits.
+
+The weights are written to a temporary file and renamed to the output only when every check passed: a
+failed conversion leaves no output file that could be mistaken for a good one.
 """
 
 from __future__ import annotations
@@ -86,14 +89,21 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
         log(f"[2/3] parity: no reference logits given (--input/--reference); logits on a synthetic image have "
             f"mean {logits.mean():.4f}, std {logits.std():.4f}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    model.save_weights(output)
-    fresh = build_segmenter(config, auxiliary=auxiliary)
-    load_weights(fresh, output)
-    difference = float(np.abs(np.asarray(inference_model(fresh)(images, training=False)) - logits).max())
-    log(f"[3/3] wrote {output}; reloaded into a fresh model: max |diff| {difference:.1e} "
+    staging = output.with_name(output.name.replace(".weights.h5", ".tmp.weights.h5"))
+    try:
+        model.save_weights(staging)
+        fresh = build_segmenter(config, auxiliary=auxiliary)
+        load_weights(fresh, staging)
+        difference = float(np.abs(np.asarray(inference_model(fresh)(images, training=False)) - logits).max())
+        summary["passed"] = difference == 0 and summary.get("parity_passed", True)
+        if summary["passed"]:
+            staging.replace(output)
+    finally:
+        staging.unlink(missing_ok=True)
+    written = f"wrote {output}" if summary["passed"] else f"checks failed: {output} not written"
+    log(f"[3/3] {written}; reloaded into a fresh model: max |diff| {difference:.1e} "
         f"-> {'PASS' if difference == 0 else 'FAIL'}")
-    summary.update(output=str(output), reload_max_abs=difference)
-    summary["passed"] = difference == 0 and summary.get("parity_passed", True)
+    summary.update(output=str(output) if summary["passed"] else None, reload_max_abs=difference)
     return summary
 
 

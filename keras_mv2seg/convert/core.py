@@ -57,14 +57,16 @@ def variable_role(variable) -> str:
 
 
 def port_weights(model: keras.Model, tensors: dict[str, np.ndarray], source_key, transform, *, source: str,
-                 ignore: tuple[str, ...] = (), skip_source: tuple[str, ...] = ()) -> PortReport:
-    """Assign ``tensors`` to ``model`` through ``source_key``/``transform``; all-or-nothing.
+                 ignore: tuple[str, ...] = (), skip_source: tuple[str, ...] = (),
+                 allow_non_finite: bool = False) -> PortReport:
+    """Assign ``tensors`` to ``model`` through ``source_key``/``transform``; all-or-nothing. A tensor holding
+    NaN or infinity is refused (naming it) unless ``allow_non_finite``.
 
     ``ignore``: glob patterns of source tensors that are bookkeeping (not weights). ``skip_source``: glob
     patterns of weights the caller chose not to load (reported in the result, never an error).
     """
     report = PortReport(source)
-    plan, missing, mis_shaped, used = [], [], [], set()
+    plan, missing, mis_shaped, used, non_finite = [], [], [], set(), []
     for layer in weighted_layers(model):
         keys = [(variable, source_key(layer, variable_role(variable))) for variable in layer.weights]
         if all(key is None for _, key in keys):
@@ -83,6 +85,8 @@ def port_weights(model: keras.Model, tensors: dict[str, np.ndarray], source_key,
                 mis_shaped.append(f"{key}: source {tuple(tensors[key].shape)} -> {tuple(value.shape)}, "
                                   f"model {variable.path} expects {tuple(variable.shape)}")
                 continue
+            if not allow_non_finite and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                non_finite.append(f"{key}: {int((~np.isfinite(value)).sum())} of {value.size} values are NaN/inf")
             plan.append((variable, value))
     unused = []
     for key in tensors:
@@ -99,6 +103,9 @@ def port_weights(model: keras.Model, tensors: dict[str, np.ndarray], source_key,
         problems.append(f"{len(missing)} model weights have no tensor in the source:\n  " + "\n  ".join(missing))
     if mis_shaped:
         problems.append(f"{len(mis_shaped)} tensors have the wrong shape:\n  " + "\n  ".join(mis_shaped))
+    if non_finite:
+        problems.append(f"{len(non_finite)} tensors hold non-finite values (a diverged or corrupt checkpoint; "
+                        "allow_non_finite=True loads them anyway):\n  " + "\n  ".join(non_finite))
     if unused:
         problems.append(f"{len(unused)} source tensors are not used by the model:\n  " + "\n  ".join(sorted(unused)))
     if problems:

@@ -96,11 +96,24 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     prefix = checkpoint_prefix(path)
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()}
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"{prefix}: unreadable TF checkpoint ({type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0]}); its .index/.data files may be corrupt") from None
+    tensors = {}
+    for name in shapes:
+        try:
+            tensors[name] = np.asarray(reader.get_tensor(name))
+        except Exception as error:  # noqa: BLE001 -- TF raises IndexError, DataLossError...: name the variable
+            raise ValueError(f"{prefix}: cannot read variable {name!r} ({type(error).__name__}: {error}); the "
+                             "checkpoint's .data file is truncated or corrupt -- copy or download it again") from None
+    return tensors
 
 
-def load_deeplab_checkpoint(model, path, *, skip_classifier: bool = False) -> PortReport:
+def load_deeplab_checkpoint(model, path, *, skip_classifier: bool = False,
+                            allow_non_finite: bool = False) -> PortReport:
     """Load an official DeepLab MobileNetV2 checkpoint. ``skip_classifier`` keeps ``logits/semantic`` out
     (fine-tuning to another number of classes)."""
     tensors = read_checkpoint(path)
@@ -113,4 +126,5 @@ def load_deeplab_checkpoint(model, path, *, skip_classifier: bool = False) -> Po
         return source_key(layer, role)
 
     return port_weights(model, tensors, key, lambda layer, role, value: value, source=str(path),
-                        ignore=IGNORED_VARIABLES, skip_source=("logits/semantic/*",) if skip_classifier else ())
+                        ignore=IGNORED_VARIABLES, skip_source=("logits/semantic/*",) if skip_classifier else (),
+                        allow_non_finite=allow_non_finite)

@@ -94,7 +94,8 @@ def _has_layer(model, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
-def load_mmseg_checkpoint(model, path, *, part: str = "all", skip_classifier: bool = False) -> PortReport:
+def load_mmseg_checkpoint(model, path, *, part: str = "all", skip_classifier: bool = False,
+                          allow_non_finite: bool = False) -> PortReport:
     """Load an mmseg segmentor (``part="all"``) or an mmcls ImageNet MobileNetV2 (``part="backbone"``).
 
     ``part="all"``: every model weight must come from the file; ``auxiliary_head.*`` is skipped (and
@@ -126,4 +127,4 @@ def load_mmseg_checkpoint(model, path, *, part: str = "all", skip_classifier: bo
         return source_key(layer, role)
 
     return port_weights(model, tensors, key, transform, source=str(path), ignore=("*.num_batches_tracked",),
-                        skip_source=tuple(skip))
+                        skip_source=tuple(skip), allow_non_finite=allow_non_finite)

@@ -22,6 +22,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -243,7 +244,15 @@ def load_torch_file(path: str | os.PathLike) -> object:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if zipfile.is_zipfile(path):
-        return _load_zip(path)
+        try:
+            return _load_zip(path)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a CRC mismatch, a damaged member
+            raise ValueError(f"{path}: corrupt zip checkpoint ({error}); download it again") from None
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start == b"PK\x03\x04":  # a zip that lost its end (central directory): cut off while downloading
+        raise ValueError(f"{path}: truncated zip checkpoint (the zip's central directory is missing: the file "
+                         f"was cut off, {os.path.getsize(path)} bytes); download it again")
     return _load_legacy(path)
 
 

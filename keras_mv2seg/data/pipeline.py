@@ -78,7 +78,7 @@ def check_label_values(label, name, config: Config):
     ok = tf.reduce_all(tf.logical_or(values < num_classes, tf.equal(values, ignore)))
     bad = tf.reduce_max(tf.where(tf.equal(values, ignore), -1, values))
     check = tf.debugging.Assert(ok, ["label values outside 0..", num_classes - 1, "and the ignore index", ignore,
-                                     "(largest:", bad, ") in", name])
+                                     "(largest:", bad, ") in the label of", name])
     with tf.control_dependencies([check]):
         return tf.identity(label)
 
@@ -163,7 +163,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
         return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached),
-                         images[file_index])
+                         labels[file_index])  # label problems name the label file
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -195,7 +195,7 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
 
     def load(index):
         image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label)
-        label = check_label_values(label, images[index], config)
+        label = check_label_values(label, labels[index], config)
         return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), names[index]
 
     dataset = tf.data.Dataset.range(len(samples))

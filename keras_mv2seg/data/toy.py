@@ -120,7 +120,10 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
         raise ValueError(f"{root} holds a toy dataset made with other settings ({marker.read_text()}); "
                          "remove it or choose another folder")
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty and is not a toy dataset; refusing to write into it")
+        raise FileExistsError(f"{root} is not empty and is not a toy dataset; refusing to write into it. The toy "
+                              "configs generate their data in an empty (or absent) folder: pass another --data-root "
+                              "(or none, for data/toy), or, to train on this folder's own data, a config of its "
+                              "dataset (e.g. a *_cityscapes or *_ade20k config)")
     rng = np.random.default_rng(seed)
     png = lambda a: tf.io.encode_png(a if a.ndim == 3 else a[..., None]).numpy()  # noqa: E731
     for split, count in (("train", train), ("val", val)):

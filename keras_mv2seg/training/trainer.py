@@ -310,6 +310,21 @@ def split_source(config: Config, data_root, split: str):
     return eval_dataset(config, data_root, split, records=(data.val_records or None) if split == "val" else None)
 
 
+def _undecodable_files(config: Config, data_root) -> str:
+    """Name the files behind a decode error that TensorFlow's decoders report without a file name: the
+    training split of a dataset layout is checked file by file (only after such an error)."""
+    data = config.data
+    if data.train_records or data.tfds_data_dir or data_root is None:
+        return f"the records/TFDS data of {config.name!r} hold a corrupt image or label"
+    from keras_mv2seg.data.check import check_dataset
+
+    _, problems = check_dataset(data.dataset, data_root, splits=["train"])
+    if not problems:
+        return f"tools/check_data.py --dataset {data.dataset} {data_root} finds no problem now (was a file replaced?)"
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "the culprit: " + "; ".join(problems[:5]) + more
+
+
 def _atomic_weights(model: keras.Model, path: Path):
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
     model.save_weights(tmp)
@@ -408,10 +423,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
             first = error.message.strip().splitlines()[0]
             if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
                 raise
-            raise ValueError(
-                f"a training image or label could not be decoded ({first}). TensorFlow's decoders do not name the "
-                f"file: run tools/check_data.py --dataset {config.data.dataset} {run.data_root} to find it, or set "
-                "data.cache_dir (building the cache names the file)") from error
+            raise ValueError(f"a training image or label could not be decoded ({first}); "
+                             f"{_undecodable_files(config, run.data_root)}") from error
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
