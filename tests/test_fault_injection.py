@@ -254,3 +254,65 @@ def test_bad_weights_file_is_exit_1_with_one_line_and_verbose_shows_the_tracebac
     assert "Traceback" not in done.stderr and len(ours) <= 2, ours  # TensorFlow's own start-up lines aside
     verbose = _tool("test.py", "toy", str(weights), verbose=True)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+# === Recovering from a blow-up without replaying it ===
+
+def test_nan_stop_then_resume_from_an_earlier_checkpoint_with_a_lower_lr(tiny_config_file, tmp_path):
+    from keras_mv2seg.training import NonFiniteLossError
+
+    work = tmp_path / "run"
+    good = keras_mv2seg.get_config(str(tiny_config_file(iters=8, interval=2)))
+    train(good.replace(max_iters=8), work, verbose=0)  # checkpoints 2..8 exist (the manager keeps the last 3)
+    checkpoints = sorted(p.name[:-6] for p in (work / "checkpoints").glob("ckpt-*.index"))
+    assert checkpoints == ["ckpt-4", "ckpt-6", "ckpt-8"]
+    # a changed lr without resume_from is refused (the run would mix two recipes silently)
+    with pytest.raises(ValueError, match="different config .*train.lr"):
+        train(good.replace(lr=0.005), work, verbose=0)
+    # a setting that is not a recovery setting stays refused even with resume_from
+    with pytest.raises(ValueError, match="only train.lr.*may change"):
+        train(good.replace(batch_size=4), work, verbose=0, resume_from="ckpt-4")
+    with pytest.raises(ValueError, match="resume_from 'ckpt-3' is not a checkpoint .*known: ckpt-4, ckpt-6, ckpt-8"):
+        train(good.replace(lr=0.005), work, verbose=0, resume_from="ckpt-3")
+    summary = train(good.replace(lr=0.005), work, verbose=0, resume_from="ckpt-4")
+    assert summary["resumed_from"] == 4 and summary["iterations"] == 8
+    assert sorted(p.name for p in (work / "checkpoints" / "abandoned").glob("*.index")) == ["ckpt-6.index",
+                                                                                          "ckpt-8.index"]
+    assert [json.loads(l)["iteration"] for l in (work / "metrics.abandoned.jsonl").read_text().splitlines()] == [6, 8]
+    assert [r["iteration"] for r in _history(work)] == [2, 4, 6, 8]
+    change = json.loads((work / "config_changes.jsonl").read_text().splitlines()[0])
+    assert change == {"changed": {"train.lr": 0.005}, "previous": {"train.lr": 0.01}}
+    assert json.loads((work / "config.json").read_text())["train"]["lr"] == 0.005
+    with pytest.raises(NonFiniteLossError, match="--resume-from ckpt-N --cfg-options lr="):
+        train(keras_mv2seg.get_config(str(tiny_config_file(iters=40, interval=2, extra=", lr=1e12, min_lr=1e12"))),
+              tmp_path / "nan", verbose=0)
+
+
+def test_out_of_disk_is_one_clear_message_and_the_run_resumes_after(tiny_config_file, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from keras_mv2seg.cli import run_main
+
+    config = keras_mv2seg.get_config(str(tiny_config_file(iters=4, interval=2)))
+    work = tmp_path / "run"
+    real = trainer_module._atomic_text
+
+    def full_disk(path, text):
+        if path.name == "best.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(trainer_module, "_atomic_text", full_disk)
+
+    def tool(argv):
+        train(config, work, verbose=0)
+        return 0
+
+    assert run_main(tool, []) == 1
+    message = capsys.readouterr().err
+    assert "error: no space left on the device while writing" in message and "best.json" in message
+    assert "Traceback" not in message
+    monkeypatch.setattr(trainer_module, "_atomic_text", real)  # space freed
+    assert train(config, work, verbose=0)["iterations"] == 4
+    assert [r["iteration"] for r in _history(work)] == [2, 4]
+    assert (work / "best.weights.h5").is_file() and not list(work.glob("*.tmp*"))

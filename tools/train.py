@@ -22,6 +22,9 @@ def parse_args(argv):
     parser.add_argument("--max-iters", type=int, help="shorten or lengthen the schedule (train.max_iters, >= 1)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the initial weights, dropout, data order and augmentation (recorded in the work dir)")
+    parser.add_argument("--resume-from", metavar="ckpt-N",
+                        help="continue from this checkpoint of the work dir instead of the latest (later ones are "
+                             "moved aside); lr, min_lr and the log/eval/checkpoint intervals may then change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.max_iters is not None and args.max_iters < 1:
@@ -39,7 +42,8 @@ def main(argv=None) -> int:
                                 checkpoint_interval=min(train_cfg.checkpoint_interval, args.max_iters))
     work_dir = args.work_dir or os.path.join("work_dirs", config.name)
     try:
-        summary = train(config, work_dir, data_root=args.data_root, seed=args.seed, verbose=0 if args.quiet else 1)
+        summary = train(config, work_dir, data_root=args.data_root, seed=args.seed, verbose=0 if args.quiet else 1,
+                        resume_from=args.resume_from)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -349,7 +350,13 @@ def _append_line(path: Path, line: str):
         os.fsync(handle.fileno())
 
 
-def _check_work_dir(work_dir: Path, config: Config):
+# Settings a run may change when it resumes from a named earlier checkpoint (``resume_from``): they do not
+# change which samples an iteration reads or the model, only the step size and the bookkeeping.
+RECOVERY_FIELDS = ("train.lr", "train.min_lr", "train.log_interval", "train.checkpoint_interval",
+                   "train.eval_interval")
+
+
+def _check_work_dir(work_dir: Path, config: Config, recovering: bool = False):
     """Write ``config.json``, or check that a resumed run has the same config. Fields a saved config lacks
     (added to the project after that run) count as their defaults. A work dir whose run never wrote a
     checkpoint (a start that failed, e.g. on a bad override) takes the new config: there is nothing to mix."""
@@ -365,14 +372,59 @@ def _check_work_dir(work_dir: Path, config: Config):
         if previous.get("name") != config.name:
             changed.insert(0, "name")
         started = tf.train.latest_checkpoint(str(work_dir / "checkpoints")) is not None
-        if changed and started:
-            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}); "
+        recovery = recovering and changed and set(changed) <= set(RECOVERY_FIELDS)
+        if changed and started and not recovery:
+            allowed = (f"; only {', '.join(RECOVERY_FIELDS)} may change, and only with resume_from "
+                       "(--resume-from)") if recovering else ""
+            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}){allowed}; "
                              "use another --work-dir or the same config to resume")
-        if changed:  # the earlier start never completed a checkpoint: nothing of it to keep
-            saved.write_text(json.dumps(current, indent=2))
+        if changed:  # a start that never checkpointed, or a recovery: record the config the run goes on with
+            if recovery:
+                with open(work_dir / "config_changes.jsonl", "a") as handle:
+                    handle.write(json.dumps({"changed": {key: _lookup(current, key) for key in changed},
+                                             "previous": {key: _lookup(previous, key) for key in changed}}) + "\n")
+            _atomic_text(saved, json.dumps(current, indent=2))
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(current, indent=2))
+
+
+def _lookup(config_dict: dict, key: str):
+    section, _, name = key.partition(".")
+    return config_dict.get(section, {}).get(name)
+
+
+def _abandon_after(work_dir: Path, checkpoint: str) -> int:
+    """Resume from the named checkpoint: later checkpoints (a diverged or unwanted continuation) are moved to
+    ``checkpoints/abandoned/`` and later metrics lines to ``metrics.abandoned.jsonl`` -- kept, not replayed.
+    Returns the checkpoint's iteration."""
+    folder = work_dir / "checkpoints"
+    match = re.fullmatch(r"ckpt-(\d+)", Path(checkpoint).name)
+    if not match or not Path(f"{folder / Path(checkpoint).name}.index").is_file():
+        known = sorted(p.name[: -len(".index")] for p in folder.glob("ckpt-*.index"))
+        raise ValueError(f"resume_from {checkpoint!r} is not a checkpoint of {folder} (known: "
+                         f"{', '.join(known) or 'none'})")
+    iteration = int(match.group(1))
+    abandoned = folder / "abandoned"
+    for path in sorted(folder.glob("ckpt-*")):
+        number = int(re.match(r"ckpt-(\d+)", path.name).group(1))
+        if number > iteration:
+            abandoned.mkdir(exist_ok=True)
+            os.replace(path, abandoned / path.name)
+    state = tf.train.get_checkpoint_state(str(folder))
+    kept = [p for p in (state.all_model_checkpoint_paths if state else [])
+            if int(re.search(r"ckpt-(\d+)$", p).group(1)) <= iteration]
+    tf.compat.v1.train.update_checkpoint_state(str(folder), str(folder / Path(checkpoint).name),
+                                     all_model_checkpoint_paths=kept or [str(folder / Path(checkpoint).name)])
+    metrics = work_dir / "metrics.jsonl"
+    if metrics.is_file():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        later = [r for r in records if r["iteration"] > iteration]
+        if later:
+            with open(work_dir / "metrics.abandoned.jsonl", "a") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in later)
+            _atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in records if r["iteration"] <= iteration))
+    return iteration
 
 
 def _check_seed(work_dir: Path, seed: int):
@@ -390,15 +442,23 @@ def _check_seed(work_dir: Path, seed: int):
         path.write_text(json.dumps({"seed": seed}))
 
 
-def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1) -> dict:
+def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1,
+          resume_from: str | None = None) -> dict:
     """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
     ``<work_dir>/summary.json``.
 
     ``seed`` seeds everything the run draws: the initial weights and dropout (Keras, TensorFlow, NumPy and
     Python generators through ``keras.utils.set_random_seed``) and the data order and augmentations (stateless
-    ops keyed by (seed, sample index)). It is recorded in ``<work_dir>/seed.json``."""
+    ops keyed by (seed, sample index)). It is recorded in ``<work_dir>/seed.json``.
+
+    ``resume_from`` (``ckpt-N``, a checkpoint of this work dir) continues from that checkpoint rather than the
+    latest one, e.g. after a non-finite loss: later checkpoints and metrics lines are moved aside (kept, not
+    replayed), and the settings in :data:`RECOVERY_FIELDS` (the learning rate among them) may differ from the
+    recorded config (the change is logged in ``config_changes.jsonl``)."""
     work_dir = Path(work_dir)
-    _check_work_dir(work_dir, config)
+    _check_work_dir(work_dir, config, recovering=resume_from is not None)
+    if resume_from is not None:
+        _abandon_after(work_dir, resume_from)
     _check_seed(work_dir, seed)
     keras.utils.set_random_seed(seed)
     run = _Run(config, work_dir, data_root, seed, strategy, verbose)
@@ -429,8 +489,10 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
             f"non-finite loss at iteration {monitor.failed_at}; training stopped. The last good checkpoint is "
-            f"{tf.train.latest_checkpoint(str(work_dir / 'checkpoints'))} (nothing was saved after the failure); "
-            "lower train.lr or check the data")
+            f"{tf.train.latest_checkpoint(str(work_dir / 'checkpoints'))} (nothing was saved after the failure). "
+            "A plain re-run would replay the same steps; to recover, resume from an earlier checkpoint with a lower "
+            "rate, e.g. tools/train.py ... --resume-from ckpt-N --cfg-options lr=0.005 (see README, Training), or "
+            "check the data")
     iteration = int(run.optimizer.iterations.numpy())
     history = run.history()
     finite = [r["mIoU"] for r in history if math.isfinite(r["mIoU"])]
