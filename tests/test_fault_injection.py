@@ -316,3 +316,23 @@ def test_out_of_disk_is_one_clear_message_and_the_run_resumes_after(tiny_config_
     assert train(config, work, verbose=0)["iterations"] == 4
     assert [r["iteration"] for r in _history(work)] == [2, 4]
     assert (work / "best.weights.h5").is_file() and not list(work.glob("*.tmp*"))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("point", ["best_tmp", "before_metrics", "summary_tmp", "checkpoint"])
+def test_sigkill_at_each_write_then_the_same_command_finishes_with_everything(point, tiny_config_file, tmp_path):
+    """A real SIGKILL (tests/kill_run.py kills its own process at the point), then the same run again."""
+    config_file = tiny_config_file(iters=6, interval=2)
+    work = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_run.py"), str(config_file), str(work), point],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == -9, done.stderr[-2000:]
+    summary = train(keras_mv2seg.get_config(str(config_file)), work, verbose=0)
+    assert summary["iterations"] == 6
+    history = _history(work)
+    assert [r["iteration"] for r in history] == [2, 4, 6]
+    best = json.loads((work / "best.json").read_text())
+    assert best["mIoU"] == max(r["mIoU"] for r in history)
+    assert (work / "best.weights.h5").is_file() and (work / "final.weights.h5").is_file()
+    assert json.loads((work / "summary.json").read_text()) == summary
+    assert not list(work.glob("*.tmp*"))

@@ -1,0 +1,59 @@
+"""Run a tiny training and SIGKILL this very process at a named point (for tests/test_fault_injection.py).
+
+    python tests/kill_run.py CONFIG_FILE WORK_DIR POINT
+POINT: best_tmp (best weights half written), before_metrics (best weights and best.json written, the
+metrics line not yet), summary_tmp (summary temporary written, not yet renamed), checkpoint (right after the
+second checkpoint).
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras_mv2seg  # noqa: E402
+from keras_mv2seg.training import trainer  # noqa: E402
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(config_file, work_dir, point):
+    config = keras_mv2seg.get_config(config_file)
+    real_weights, real_append, real_text = trainer._atomic_weights, trainer._append_line, trainer._atomic_text
+    real_save = trainer._Run.save_checkpoint
+    saves = []
+
+    def weights(model, path):
+        if point == "best_tmp" and path.name == "best.weights.h5":
+            model.save_weights(path.with_name("best.tmp.weights.h5"))
+            die()
+        real_weights(model, path)
+
+    def append(path, line):
+        if point == "before_metrics":
+            die()
+        real_append(path, line)
+
+    def text(path, content):
+        if point == "summary_tmp" and path.name == "summary.json":
+            Path(str(path) + ".tmp").write_text(content[: len(content) // 2])
+            die()
+        real_text(path, content)
+
+    def save(self, iteration):
+        real_save(self, iteration)
+        saves.append(iteration)
+        if point == "checkpoint" and len(saves) == 2:
+            die()
+
+    trainer._atomic_weights, trainer._append_line, trainer._atomic_text = weights, append, text
+    trainer._Run.save_checkpoint = save
+    trainer.train(config, work_dir, verbose=0)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
