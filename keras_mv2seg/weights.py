@@ -22,7 +22,9 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
     * ``*.pth`` / ``*.pt``: mmseg segmentor or (``part="backbone"``) mmcls ImageNet checkpoint;
     * a TF1 checkpoint prefix (``model.ckpt`` with ``model.ckpt.index`` beside it) or its folder: official
       DeepLab checkpoints;
-    * ``*.weights.h5`` / ``*.keras``: weights saved by Keras from a model of the same config.
+    * ``*.weights.h5`` / ``*.keras``: weights saved by Keras from a model of the same config;
+    * a preset name (:func:`keras_mv2seg.list_presets`): the released checkpoint, downloaded and converted once
+      (see :mod:`keras_mv2seg.presets`).
 
     ``skip_classifier=True`` keeps the model's classifier(s) as initialised, for fine-tuning to another
     number of classes. Returns a :class:`PortReport` for imported checkpoints. Any weight the file cannot
@@ -30,6 +32,11 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
     message naming it, and nothing is loaded.
     """
     path = Path(os.fspath(path))
+    if not path.exists():
+        from keras_mv2seg.presets import PRESETS, preset_weights
+
+        if str(path) in PRESETS:
+            path = preset_weights(str(path), training=isinstance(model.output, dict))
     suffix = path.name.lower()
     if suffix.endswith((".pth", ".pt")):
         _require(model, "mmseg", path)

@@ -2,6 +2,9 @@
 """Segment images: for each input, a class-map PNG (class ids) and a colour overlay with the dataset palette.
 
     python tools/predict.py CONFIG WEIGHTS INPUT [INPUT ...] [--out-dir outputs/predict] [--opacity 0.5]
+    python tools/predict.py --preset NAME INPUT [INPUT ...]      # released weights by name, downloaded once
+
+WEIGHTS may also be a preset name (see keras_mv2seg.list_presets()).
 
 INPUT is an image file, a folder (its .png/.jpg/.jpeg/.bmp files) or a glob pattern in quotes.
 """
@@ -46,24 +49,42 @@ def overlay(image: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarra
     return np.clip((1 - opacity) * image + opacity * colours, 0, 255).astype(np.uint8)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.add_argument("weights", help=".weights.h5 from training, mmseg .pth or DeepLab TF1 checkpoint")
+def _output_arguments(parser):
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     parser.add_argument("--out-dir", default="outputs/predict")
     parser.add_argument("--opacity", type=float, default=0.5, help="colour weight in the overlay (0..1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    return parser.parse_args(argv)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if any(a == "--preset" or a.startswith("--preset=") for a in argv):
+        from keras_mv2seg.presets import list_presets
+
+        parser.add_argument("--preset", required=True, choices=list_presets(), metavar="NAME",
+                            help="a released model by name: " + ", ".join(list_presets()))
+        _output_arguments(parser)
+        return parser.parse_args(argv)
+    add_config_arguments(parser)
+    parser.add_argument("weights", help=".weights.h5 from training, mmseg .pth, DeepLab TF1 checkpoint or a preset name")
+    _output_arguments(parser)
+    args = parser.parse_args(argv)
+    args.preset = None
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not 0.0 <= args.opacity <= 1.0:
         raise UsageError(f"--opacity must be in [0, 1], received {args.opacity}")
-    config = config_from_args(args)
     inputs = expand_inputs(args.inputs)
-    model = build_for_inference(config, args.weights)
+    if args.preset:
+        from keras_mv2seg.presets import from_preset, preset_config
+
+        config, model = preset_config(args.preset), from_preset(args.preset)
+    else:
+        config = config_from_args(args)
+        model = build_for_inference(config, args.weights)
     colours = palette(config.data.dataset, config.model.num_classes)
     out = Path(args.out_dir)
     for path in inputs:

@@ -1,0 +1,240 @@
+"""Pretrained models by name, through a local HTTP server on 127.0.0.1 (no internet): download, hash check,
+conversion, cached reuse, refusal of wrong or cut-off files, the offline message, mirrors, and parity of the
+preset's model with the reference fixtures."""
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import keras_mv2seg
+from keras_mv2seg import presets
+from tests.conftest import parity
+
+
+class Server:
+    """Serves ``files`` (name -> bytes); counts requests; ``cut`` names files sent only half, then closed."""
+
+    def __init__(self):
+        self.files, self.requests, self.cut = {}, [], set()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                outer.requests.append(name)
+                if name not in outer.files:
+                    self.send_error(404)
+                    return
+                data = outer.files[name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if name in outer.cut else data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()  # nothing listens on the port any more: connections are refused
+            self.httpd = None
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv("KERAS_MV2SEG_WEIGHTS_URL", raising=False)
+    running = Server()
+    yield running
+    running.close()
+
+
+def mmseg_preset(server, mmseg_fixtures, name="test_fcn"):
+    data = (mmseg_fixtures / "fcn_cityscapes.pth").read_bytes()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    file_name = f"{name}_20200825_124817-{prefix}.pth"
+    server.files[file_name] = data
+    return presets.Preset(name, "fcn_m-v2-d8_512x1024_80k_cityscapes", f"{server.url}/mm/{file_name}", "cityscapes",
+                          "test fixture", None, sha256_prefix=prefix,
+                          overrides={"decode_channels": 64, "aux_channels": 32})
+
+
+def deeplab_preset(server, deeplab_fixtures, name="test_deeplab"):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in deeplab_fixtures.glob("model.ckpt.*"):
+            archive.add(path, arcname=f"{name}/{path.name}")
+        info = tarfile.TarInfo(f"{name}/frozen_inference_graph.pb")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"fake"))
+    file_name = f"{name}_2018_02_05.tar.gz"
+    server.files[file_name] = buffer.getvalue()
+    return presets.Preset(name, "deeplab_mnv2_cityscapes", f"{server.url}/models/{file_name}", "cityscapes",
+                          "test fixture", None)
+
+
+def test_the_table_has_every_reference_row_with_its_hash_and_number():
+    names = presets.list_presets()
+    assert len(names) == 14
+    mmseg = [presets.PRESETS[n] for n in names if presets.PRESETS[n].kind == "mmseg"]
+    assert len(mmseg) == 9 and all(len(p.sha256_prefix) == 8 for p in mmseg)
+    assert {p.config for p in mmseg} == {n.removesuffix("_2023") for n in names if presets.PRESETS[n].kind == "mmseg"}
+    assert presets.PRESETS["fcn_m-v2-d8_512x1024_80k_cityscapes"].mIoU == 61.54
+    assert presets.PRESETS["fcn_m-v2-d8_512x1024_80k_cityscapes_2023"].mIoU == 71.19
+    for preset in presets.PRESETS.values():
+        keras_mv2seg.get_config(preset.config, **preset.overrides)  # every preset names a real config
+        assert preset.url.startswith(("https://download.openmmlab.com/", "http://download.tensorflow.org/"))
+
+
+def test_mmseg_preset_download_hash_convert_cache_and_parity(server, mmseg_fixtures):
+    table = {"test_fcn": mmseg_preset(server, mmseg_fixtures)}
+    model = keras_mv2seg.from_preset("test_fcn", training=True, presets=table)
+    images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
+    result = parity(np.asarray(model(images, training=False)["logits"]),
+                    np.load(mmseg_fixtures / "fcn_logits.npy").transpose(0, 2, 3, 1))
+    assert result["relative"] <= 1e-4 and result["max_abs"] <= 2e-3 and result["agreement"] >= 0.9999, result
+    assert len(server.requests) == 1
+    inference = keras_mv2seg.from_preset("test_fcn", presets=table)  # converted once more for this view, no request
+    again = keras_mv2seg.from_preset("test_fcn", presets=table)
+    assert len(server.requests) == 1  # the second (and third) call: no network
+    np.testing.assert_array_equal(np.asarray(inference(images)), np.asarray(again(images)))
+    converted = presets.cache_dir() / "converted"
+    assert sorted(p.name for p in converted.iterdir()) == ["test_fcn.inference.weights.h5",
+                                                           "test_fcn.training.weights.h5"]
+
+
+def test_wrong_hash_is_refused_and_nothing_is_cached(server, mmseg_fixtures):
+    preset = mmseg_preset(server, mmseg_fixtures)
+    table = {"test_fcn": replace(preset, sha256_prefix="00000000")}
+    with pytest.raises(ValueError, match="SHA-256 .* does not start with 00000000 .*nothing was kept"):
+        keras_mv2seg.from_preset("test_fcn", presets=table)
+    assert not list((presets.cache_dir() / "downloads").iterdir())
+    assert not (presets.cache_dir() / "converted").exists()
+
+
+def test_cut_off_download_leaves_nothing_usable(server, mmseg_fixtures):
+    preset = mmseg_preset(server, mmseg_fixtures)
+    server.cut.add(preset.file_name)
+    with pytest.raises((ValueError, ConnectionError)):
+        keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": preset})
+    assert not list((presets.cache_dir() / "downloads").iterdir())  # no .part, no file a later call would take
+    server.cut.clear()
+    keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": preset})  # the next call downloads it whole
+
+
+def test_cut_off_tarball_without_a_published_hash_is_not_kept(server, deeplab_fixtures, monkeypatch):
+    preset = deeplab_preset(server, deeplab_fixtures)
+    whole = server.files[preset.file_name]
+    server.files[preset.file_name] = whole[: len(whole) // 2]  # a server that ends the file early, size and all
+    with pytest.raises(ValueError, match="incomplete or corrupt .tar.gz.*nothing was kept"):
+        keras_mv2seg.from_preset("test_deeplab", presets={"test_deeplab": preset})
+    assert not list((presets.cache_dir() / "downloads").iterdir())
+
+
+def test_offline_names_the_url_the_file_and_the_cache_folder(server, mmseg_fixtures):
+    preset = mmseg_preset(server, mmseg_fixtures)
+    server.close()
+    with pytest.raises(ConnectionError) as error:
+        keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": preset})
+    message = str(error.value)
+    assert preset.url in message and preset.file_name in message and str(presets.cache_dir() / "downloads") in message
+    # the user puts the file where the message says: it is used, hash-checked like a download
+    folder = presets.cache_dir() / "downloads"
+    (folder / preset.file_name).write_bytes((mmseg_fixtures / "fcn_cityscapes.pth").read_bytes())
+    keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": preset})
+
+
+def test_mirror_folder_and_mirror_url(server, mmseg_fixtures, tmp_path, monkeypatch):
+    preset = mmseg_preset(server, mmseg_fixtures)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / preset.file_name).write_bytes(server.files[preset.file_name])
+    offline = replace(preset, url="https://unreachable.invalid/x/" + preset.file_name)
+    monkeypatch.setenv("KERAS_MV2SEG_WEIGHTS_URL", str(mirror))
+    keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": offline})
+    assert server.requests == []
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "other_home"))
+    monkeypatch.setenv("KERAS_MV2SEG_WEIGHTS_URL", server.url + "/site-mirror")
+    keras_mv2seg.from_preset("test_fcn", presets={"test_fcn": offline})
+    assert server.requests == [preset.file_name]
+
+
+def test_deeplab_tarball_preset_matches_the_official_outputs(server, deeplab_fixtures):
+    import tensorflow as tf
+
+    table = {"test_deeplab": deeplab_preset(server, deeplab_fixtures)}
+    model = keras_mv2seg.from_preset("test_deeplab", presets=table)
+    images = np.load(deeplab_fixtures / "input_image_f32.npy")
+    logits = np.asarray(model(images, training=False))
+    expected = tf.compat.v1.image.resize_bilinear(np.load(deeplab_fixtures / "logits_os8.npy"), images.shape[1:3],
+                                                  align_corners=True).numpy()
+    assert np.abs(logits - expected).max() <= 1e-3
+    keras_mv2seg.from_preset("test_deeplab", presets=table)
+    assert len(server.requests) == 1
+
+
+def test_every_preset_resolves_through_the_local_server(server, monkeypatch):
+    """Each real row's file name fetched from the mirror; the hash check runs on what is served (so each is
+    refused here: the served bytes are not the released file) -- the name, URL building and refusal path work."""
+    monkeypatch.setenv("KERAS_MV2SEG_WEIGHTS_URL", server.url)
+    for name, preset in presets.PRESETS.items():
+        server.files[preset.file_name] = b"not the released file"
+        with pytest.raises(ValueError, match="SHA-256|incomplete or corrupt .tar.gz"):
+            presets.preset_weights(name)
+    assert sorted(server.requests) == sorted(p.file_name for p in presets.PRESETS.values())
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: deeplab_mnv2_ade20k"):
+        keras_mv2seg.from_preset("nope")
+
+
+def test_predict_tool_from_a_preset_name_to_an_overlay(tmp_path):
+    """tools/predict.py --preset NAME IMAGE: here the converted weights are already in the cache (as after a first
+    call), so the command needs no network; the download path itself is tested above."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from keras_mv2seg.cli import write_png
+
+    home = tmp_path / "keras_home"
+    name = "deeplab_mnv2_cityscapes_trainfine"
+    model = keras_mv2seg.build_segmenter(presets.preset_config(name))
+    converted = home / "keras_mv2seg" / "converted" / f"{name}.inference.weights.h5"
+    converted.parent.mkdir(parents=True)
+    model.save_weights(converted)
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3)).astype(np.uint8)
+    write_png(tmp_path / "photo.png", image)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "tools" / "predict.py"), "--preset", name,
+                           str(tmp_path / "photo.png"), "--out-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "KERAS_HOME": str(home), "KERAS_MV2SEG_WEIGHTS_URL": "http://127.0.0.1:9"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "photo_overlay.png").is_file() and (tmp_path / "out" / "photo_labels.png").is_file()
+
+
+def test_a_preset_name_works_wherever_a_weights_file_does(server, mmseg_fixtures, monkeypatch):
+    from keras_mv2seg.weights import build_for_inference
+
+    preset = mmseg_preset(server, mmseg_fixtures)
+    monkeypatch.setitem(presets.PRESETS, preset.name, preset)
+    config = presets.preset_config(preset.name)
+    model = build_for_inference(config, preset.name)  # what tools/test.py, predict.py, export.py call
+    reference = keras_mv2seg.from_preset(preset.name)
+    images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(reference(images)))
+    assert len(server.requests) == 1
