@@ -238,3 +238,57 @@ def test_a_preset_name_works_wherever_a_weights_file_does(server, mmseg_fixtures
     images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
     np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(reference(images)))
     assert len(server.requests) == 1
+
+
+def _released_file_for(preset, tmp_path):
+    """A file in the released format and layout of ``preset``'s config (random weights), as its source would
+    serve it: an mmseg .pth (training view, auxiliary head included) or a DeepLab .tar.gz with a TF checkpoint
+    under the official variable names. Returns (bytes, the model whose weights it holds)."""
+    import tensorflow as tf
+
+    from keras_mv2seg.convert import deeplab, mmseg
+    from keras_mv2seg.convert.core import variable_role, weighted_layers
+    from tests.pth_writer import save_pth
+
+    config = presets.preset_config(preset.name)
+    model = keras_mv2seg.build_segmenter(config, auxiliary=config.model.aux_channels > 0)
+    if preset.kind == "mmseg":
+        state = {}
+        for layer in weighted_layers(model):
+            for variable in layer.weights:
+                role, value = variable_role(variable), np.asarray(variable)
+                if role == "kernel":
+                    depthwise = mmseg.unit_of(layer)[1] == "depthwise"
+                    value = value.transpose(2, 3, 0, 1) if depthwise else value.transpose(3, 2, 0, 1)
+                state[mmseg.source_key(layer, role)] = value
+        path = tmp_path / preset.file_name
+        save_pth(path, state)
+        return path.read_bytes(), model
+    tensors = {deeplab.source_key(layer, variable_role(v)): np.asarray(v) for layer in weighted_layers(model)
+               for v in layer.weights}
+    folder = tmp_path / preset.name
+    folder.mkdir()
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=str(folder / "model.ckpt-30000"), tensor_names=names,
+                      shape_and_slices=[""] * len(names), tensors=[tf.constant(tensors[n]) for n in names])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(folder, arcname=preset.file_name.removesuffix(".tar.gz"))
+    return buffer.getvalue(), model
+
+
+@pytest.mark.heavy
+def test_every_preset_converts_through_the_local_server(server, monkeypatch, tmp_path):
+    """Every row of the table, served in its source's format and layout from 127.0.0.1 (random weights: the
+    released bytes cannot be had offline, so each row's hash is that of the file served), downloads, converts
+    with the strict importers and loads into the preset's model with the same outputs."""
+    monkeypatch.setenv("KERAS_MV2SEG_WEIGHTS_URL", server.url)
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+    for name, preset in presets.PRESETS.items():
+        data, source_model = _released_file_for(preset, tmp_path)
+        server.files[preset.file_name] = data
+        served = replace(preset, sha256_prefix=hashlib.sha256(data).hexdigest()[:8] if preset.sha256_prefix else "")
+        model = keras_mv2seg.from_preset(name, presets={name: served})
+        expected = keras_mv2seg.inference_model(source_model)(image, training=False)
+        np.testing.assert_array_equal(np.asarray(model(image, training=False)), np.asarray(expected), err_msg=name)
+    assert sorted(server.requests) == sorted(p.file_name for p in presets.PRESETS.values())
