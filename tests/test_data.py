@@ -188,12 +188,15 @@ def test_check_data_reports_every_problem(tmp_path, capsys):
     assert f"{images[2]}: image does not decode" in out and "4 problem(s)" in out
 
 
-def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys):
+def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys, monkeypatch):
     import importlib.util
     import json
     from pathlib import Path
 
-    np.in1d = getattr(np, "in1d", np.isin)  # cityscapesscripts 2.3 on NumPy 2.4
+    # the tool adds np.in1d for cityscapesscripts on NumPy 2.4; restore NumPy as it was after the test
+    monkeypatch.setattr(np, "in1d", getattr(np, "in1d", None), raising=False)
+    if np.in1d is None:
+        monkeypatch.delattr(np, "in1d")
     spec = importlib.util.spec_from_file_location("prep", Path(__file__).parents[1] / "tools" / "prepare_cityscapes.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

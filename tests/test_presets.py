@@ -292,3 +292,11 @@ def test_every_preset_converts_through_the_local_server(server, monkeypatch, tmp
         expected = keras_mv2seg.inference_model(source_model)(image, training=False)
         np.testing.assert_array_equal(np.asarray(model(image, training=False)), np.asarray(expected), err_msg=name)
     assert sorted(server.requests) == sorted(p.file_name for p in presets.PRESETS.values())
+
+
+def test_build_segmenter_takes_weights_by_preset_name(server, mmseg_fixtures, monkeypatch):
+    preset = mmseg_preset(server, mmseg_fixtures)
+    monkeypatch.setitem(presets.PRESETS, preset.name, preset)
+    model = keras_mv2seg.build_segmenter(presets.preset_config(preset.name), weights=preset.name)
+    images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(keras_mv2seg.from_preset(preset.name)(images)))

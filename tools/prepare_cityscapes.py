@@ -17,6 +17,10 @@ def main(argv=None) -> int:
     parser.add_argument("data_root", help="folder holding gtFine/ (and leftImg8bit/)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing labelTrainIds files")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    import numpy as np
+
+    if not hasattr(np, "in1d"):  # cityscapesscripts 2.2/2.3 call np.in1d, which NumPy 2.4 removed
+        np.in1d = np.isin
     try:
         from cityscapesscripts.preparation.json2labelImg import json2labelImg
     except ImportError:

@@ -36,12 +36,13 @@ def normalize_images(images, model_config: ModelConfig):
 
 
 def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, input_shape=(None, None, 3),
-                    batch_size: int | None = None) -> keras.Model:
+                    batch_size: int | None = None, weights=None) -> keras.Model:
     """Build the segmentation model of ``config`` as a Functional ``keras.Model``.
 
     ``auxiliary=True`` returns the training model with outputs ``{"logits", "aux_logits"}`` (requires
     ``model.aux_channels > 0``). ``input_shape`` may fix the spatial size (export, TFLite); by default any
-    height and width is accepted.
+    height and width is accepted. ``weights``: anything :func:`keras_mv2seg.load_weights` reads -- a file
+    (``.pth``, DeepLab checkpoint, ``.weights.h5``) or a preset name -- loaded into the new model.
     """
     name, model_config = _model_config(config)
     if auxiliary and not model_config.aux_channels:
@@ -52,10 +53,16 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
     logits = ResizeBilinear(align, name="logits", dtype="float32")([HEADS[model_config.head](features, model_config),
                                                                    images])
     if not auxiliary:
-        return keras.Model(images, logits, name=name)
-    aux_logits = ResizeBilinear(align, name="aux_logits", dtype="float32")([auxiliary_head(features, model_config),
-                                                                           images])
-    return keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
+        model = keras.Model(images, logits, name=name)
+    else:
+        aux_logits = ResizeBilinear(align, name="aux_logits", dtype="float32")(
+            [auxiliary_head(features, model_config), images])
+        model = keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
+    if weights is not None:
+        from keras_mv2seg.weights import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 def inference_model(model: keras.Model) -> keras.Model:
