@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keras_mv2seg.cli import UsageError, run_main
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
@@ -101,8 +103,10 @@ def test_test_tool_prints_per_class_table_and_writes_outputs(trained_tiny, tmp_p
 
     ids = set(np.unique(tf.io.decode_png(pngs[0].read_bytes()).numpy()).tolist())
     assert ids <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+    with pytest.raises(UsageError, match="exists; pass --overwrite"):
         load_tool("test").main([str(config_file), str(weights), "--out", str(out)])
+    assert run_main(load_tool("test").main, [str(config_file), str(weights), "--out", str(out)]) == 2  # usage
+    assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_test_tool_slide_and_aug_test_modes(trained_tiny, capsys):
@@ -126,7 +130,7 @@ def test_predict_tool_writes_class_maps_and_overlays(trained_tiny, tiny_toy_root
     assert overlays and len(overlays) == len(labels)
     assert tf.io.decode_png(overlays[0].read_bytes()).shape == (64, 128, 3)
     assert tf.io.decode_png(labels[0].read_bytes()).numpy().max() < 19
-    with pytest.raises(SystemExit, match="no image file"):
+    with pytest.raises(UsageError, match="no image file"):
         load_tool("predict").main([str(config_file), str(weights), str(tmp_path / "missing*.png")])
 
 
