@@ -336,3 +336,14 @@ def test_sigkill_at_each_write_then_the_same_command_finishes_with_everything(po
     assert (work / "best.weights.h5").is_file() and (work / "final.weights.h5").is_file()
     assert json.loads((work / "summary.json").read_text()) == summary
     assert not list(work.glob("*.tmp*"))
+
+
+def test_toy_config_on_a_foreign_data_root_says_what_to_pass(tmp_path):
+    from keras_mv2seg.data.toy import make_toy_dataset
+
+    (tmp_path / "cityscapes").mkdir()
+    (tmp_path / "cityscapes" / "README").write_text("a user's own data")
+    with pytest.raises(FileExistsError, match="(?s)not a toy dataset.*pass another --data-root.*a config of its "
+                                              "dataset"):
+        make_toy_dataset(tmp_path / "cityscapes")
+    assert (tmp_path / "cityscapes" / "README").read_text() == "a user's own data"  # nothing written into it

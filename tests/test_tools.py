@@ -35,7 +35,9 @@ def test_convert_reports_failure_against_wrong_reference(mmseg_fixtures, tmp_pat
             "--cfg-options", "decode_channels=64", "aux_channels=32", "--output", str(tmp_path / "x.weights.h5"),
             "--input", str(mmseg_fixtures / "input_rgb_uint8.npy"), "--reference", str(mmseg_fixtures / "psp_logits.npy")]
     assert load_tool("convert_mmseg").main(argv) == 1
-    assert "-> FAIL" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "-> FAIL" in printed and "not written" in printed
+    assert not list(tmp_path.glob("*.weights.h5"))  # the first wave left the failed output behind
 
 
 def test_convert_deeplab_at_head_resolution_reference(deeplab_fixtures, tmp_path, capsys):
