@@ -231,14 +231,15 @@ class _Run:
                                 align_corners=align)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
         self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
-        history = [r for r in self.history() if r["iteration"] != iteration]
+        recorded = self.history()
+        history = [r for r in recorded if r["iteration"] != iteration]
         best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
         if self.chief:
             if math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
                 _atomic_weights(self.model, self.work_dir / "best.weights.h5")
                 _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
-            if len(history) != len(self.history()):  # re-validation of a recorded iteration: replace its line
-                _atomic_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in history + [record]))
+            if len(history) != len(recorded):  # re-validation of a recorded iteration: replace its line
+                _write_records(self.metrics_file, history + [record])
             else:
                 _append_line(self.metrics_file, json.dumps(record))
         self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
@@ -246,15 +247,7 @@ class _Run:
 
     def history(self) -> list[dict]:
         """The metrics lines; a last line cut short by a crash is dropped (and removed by :meth:`repair`)."""
-        if not self.metrics_file.is_file():
-            return []
-        records = []
-        for line in self.metrics_file.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-        return records
+        return _read_records(self.metrics_file)
 
     def repair(self, iteration: int):
         """Finish what a crash left half done at ``iteration`` (the restored checkpoint's): remove stale
@@ -268,7 +261,7 @@ class _Run:
                 self.log(f"removed {stale.name}, left by an interrupted write")
         history = self.history()
         if self.metrics_file.is_file() and len(self.metrics_file.read_text().splitlines()) != len(history):
-            _atomic_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in history))
+            _write_records(self.metrics_file, history)
             self.log(f"dropped a metrics line cut short by an interrupted write in {self.metrics_file.name}")
         train = self.config.train
         if iteration == 0 or not (iteration % train.eval_interval == 0 or iteration >= train.max_iters):
@@ -340,6 +333,23 @@ def _atomic_text(path: Path, text: str):
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _read_records(path: Path) -> list[dict]:
+    """JSON lines of ``path`` up to the first one a crash cut short (none if the file is absent)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def _write_records(path: Path, records: list[dict]):
+    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _append_line(path: Path, line: str):
@@ -417,13 +427,12 @@ def _abandon_after(work_dir: Path, checkpoint: str) -> int:
     tf.compat.v1.train.update_checkpoint_state(str(folder), str(folder / Path(checkpoint).name),
                                      all_model_checkpoint_paths=kept or [str(folder / Path(checkpoint).name)])
     metrics = work_dir / "metrics.jsonl"
-    if metrics.is_file():
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        later = [r for r in records if r["iteration"] > iteration]
-        if later:
-            with open(work_dir / "metrics.abandoned.jsonl", "a") as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in later)
-            _atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in records if r["iteration"] <= iteration))
+    records = _read_records(metrics)
+    later = [r for r in records if r["iteration"] > iteration]
+    if later:
+        with open(work_dir / "metrics.abandoned.jsonl", "a") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in later)
+        _write_records(metrics, [r for r in records if r["iteration"] <= iteration])
     return iteration
 
 
