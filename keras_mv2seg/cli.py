@@ -59,7 +59,7 @@ def run_main(main, argv=None) -> int:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             _report(f"no space left on the device while writing {error.filename or 'a file'}: free space (or "
                     "choose another --work-dir / output) and run the same command again; completed files are "
-                    "kept and a training run resumes from its last checkpoint", verbose, error)
+                    "kept and a training run resumes from its last checkpoint", verbose)
             return EXIT_BAD_INPUT
         if isinstance(error, _user_errors()):
             _report(error, verbose)
@@ -72,7 +72,7 @@ def run_main(main, argv=None) -> int:
         return _internal(error, verbose, hint)
 
 
-def _report(message, verbose, error=None):
+def _report(message, verbose):
     if verbose:
         traceback.print_exc()
     text = str(message)

@@ -219,12 +219,11 @@ def _checkpoint_in_tarball(tarball: Path) -> Path:
 def preset_weights(name: str, *, training: bool = False, base_url: str | None = None,
                    presets: dict | None = None) -> Path:
     """The converted ``.weights.h5`` of a preset for the inference (default) or training view, converting once."""
-    from keras_mv2seg.config import get_config
     from keras_mv2seg.models.segmenter import build_segmenter
     from keras_mv2seg.weights import load_weights
 
     preset = get_preset(name, presets)
-    config = get_config(preset.config, **preset.overrides)
+    config = preset_config(name, presets)
     training = training and config.model.aux_channels > 0
     converted = cache_dir() / "converted" / f"{preset.name}.{'training' if training else 'inference'}.weights.h5"
     if converted.is_file():
@@ -244,11 +243,9 @@ def preset_weights(name: str, *, training: bool = False, base_url: str | None = 
 def from_preset(name: str, *, training: bool = False, base_url: str | None = None, presets: dict | None = None):
     """A model of the preset's config with its released weights: the inference model (logits), or with
     ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning."""
-    from keras_mv2seg.config import get_config
     from keras_mv2seg.models.segmenter import build_segmenter
 
-    preset = get_preset(name, presets)
-    config = get_config(preset.config, **preset.overrides)
+    config = preset_config(name, presets)
     path = preset_weights(name, training=training, base_url=base_url, presets=presets)
     model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
     model.load_weights(path)
