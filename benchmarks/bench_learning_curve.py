@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import keras_mv2seg
     from keras_mv2seg.benchmark import Reference
-    from keras_mv2seg.data.pipeline import resolve_data_root
+    from keras_mv2seg.data.sources import resolve_data_root
     from keras_mv2seg.machine import describe_machine
 
     data_root = Path(resolve_data_root(keras_mv2seg.get_config("toy"))).resolve()

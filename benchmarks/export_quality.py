@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root  # noqa: E402
+from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
 from keras_mv2seg.export import tflite as tl  # noqa: E402
 from keras_mv2seg.training import train  # noqa: E402
@@ -35,15 +35,14 @@ def main(argv=None) -> int:
           f"{'int8 agree %':>13s} {'fp32 KiB':>9s} {'int8 KiB':>9s}")
     for head in args.heads:
         config = keras_mv2seg.get_config("toy").replace(name=f"toy_{head}", head=head, max_iters=args.max_iters)
-        root = resolve_data_root(config)
         train(config, os.path.join("work_dirs", config.name), verbose=0)
         model = build_for_inference(config, os.path.join("work_dirs", config.name, "best.weights.h5"))
-        val = [(image.numpy(), label.numpy()) for image, label, _ in eval_dataset(config, root, "val")]
-        calibration = [image.numpy() for image, _, _ in eval_dataset(config, root, "train").take(args.calibration)]
+        val = [(image.numpy(), label.numpy()) for image, label, _ in evaluation_data(config, "val")]
+        calibration = [image.numpy() for image, _, _ in evaluation_data(config, "train").take(args.calibration)]
         size = val[0][0].shape[:2]
         contents = {q: tl.convert(config, model, size, quantization=q, representative_images=calibration)
                     for q in ("float32", "int8")}
-        scores = {name: ConfusionAccumulator(19) for name in ("keras", "float32", "int8")}
+        scores = {name: ConfusionAccumulator(config.model.num_classes) for name in ("keras", "float32", "int8")}
         agree = {"float32": [], "int8": []}
         for image, label in val:
             reference = model(image[None], training=False).numpy()[0].argmax(-1)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keras_mv2seg.datasets_meta import DATASETS
+
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "Config", "Convention", "CONVENTIONS",
     "get_config", "list_configs", "config_dir",
@@ -114,7 +116,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "cityscapes"  # cityscapes | ade20k | pascal_voc | toy
+    dataset: str = "cityscapes"  # a name of datasets_meta.DATASETS: cityscapes | ade20k | pascal_voc | toy
     data_root: str = ""
     crop_size: tuple[int, int] = (512, 1024)  # (height, width)
     base_scale: tuple[int, int] = (2048, 1024)  # mmseg img_scale (long side, short side)
@@ -129,7 +131,7 @@ class DataConfig:
     tfds_data_dir: str = ""  # read train/val through tensorflow-datasets (prepared here, manual files in data_root)
 
     def __post_init__(self):
-        _choice("data", "dataset", self.dataset, ("cityscapes", "ade20k", "pascal_voc", "toy"))
+        _choice("data", "dataset", self.dataset, tuple(DATASETS))
         _choice("data", "test_mode", self.test_mode, ("whole", "slide"))
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"data.crop_size must be (height, width) > 0, received {self.crop_size!r}")

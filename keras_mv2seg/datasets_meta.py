@@ -1,6 +1,9 @@
-"""Class names, palettes and label-id tables of the supported datasets: the one place for label mapping."""
+"""The dataset table: names, classes, palettes, splits and their aliases, label kinds and TFDS names of every
+supported dataset, and the label-id tables. Everything else asks this module instead of keeping its own list."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,16 +41,58 @@ PASCAL_VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES, "pascal_voc": PASCAL_VOC_CLASSES,
-           "toy": CITYSCAPES_CLASSES}  # the toy dataset uses Cityscapes train ids
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One row of the dataset table.
+
+    ``splits``: the split names of the directory layout; ``aliases``: other names accepted for them (the
+    common ``train``/``val`` for ADE20K's folders); ``label_kinds``: how the layout's label files are decoded
+    and mapped (see ``data/labels.py``); ``tfds_name``: the tensorflow-datasets builder, if any."""
+
+    name: str
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    label_kinds: tuple[str, ...]
+    aliases: dict = field(default_factory=dict)
+    tfds_name: str = ""
+    palette: tuple = ()  # official colours; empty: the VOC colour map
+
+
+DATASETS = {
+    "cityscapes": DatasetInfo("cityscapes", CITYSCAPES_CLASSES, ("train", "val", "test"), ("train_ids", "label_ids"),
+                              tfds_name="cityscapes/semantic_segmentation", palette=CITYSCAPES_PALETTE),
+    "ade20k": DatasetInfo("ade20k", ADE20K_CLASSES, ("training", "validation"), ("ade20k",),
+                          aliases={"train": "training", "val": "validation"}, tfds_name="ade20k_scene_parsing"),
+    "pascal_voc": DatasetInfo("pascal_voc", PASCAL_VOC_CLASSES, ("train", "val", "trainval", "train_aug"), ("voc",),
+                              aliases={"trainaug": "train_aug", "aug": "train_aug"}),
+    # the toy dataset is written in the Cityscapes layout with Cityscapes train ids
+    "toy": DatasetInfo("toy", CITYSCAPES_CLASSES, ("train", "val"), ("train_ids", "label_ids"),
+                       palette=CITYSCAPES_PALETTE),
+}
+CLASSES = {name: info.classes for name, info in DATASETS.items()}
+
+
+def dataset_info(dataset: str) -> DatasetInfo:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def split_name(dataset: str, split: str) -> str:
+    """The layout's name of ``split`` (aliases resolved); an unknown split is an error listing the known ones."""
+    info = dataset_info(dataset)
+    split = info.aliases.get(split, split)
+    if split not in info.splits:
+        raise ValueError(f"{dataset} has splits {info.splits}, received {split!r}")
+    return split
 
 
 def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
     """Names for ``num_classes`` classes of ``dataset``; the official DeepLab ADE20K model has 151 classes,
     class 0 being 'other' (ignored), so its names are shifted by one."""
-    names = CLASSES.get(dataset)
-    if names is None:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(CLASSES)}")
+    names = dataset_info(dataset).classes
     if dataset == "ade20k" and num_classes == 151:
         names = ("other",) + names
     if len(names) != num_classes:
@@ -69,9 +114,11 @@ def voc_palette(num_classes: int) -> np.ndarray:
 
 
 def palette(dataset: str, num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 colours: Cityscapes' own for Cityscapes and toy, the VOC map otherwise."""
-    if dataset in ("cityscapes", "toy") and num_classes == len(CITYSCAPES_PALETTE):
-        return np.asarray(CITYSCAPES_PALETTE, np.uint8)
+    """(num_classes, 3) uint8 colours: the dataset's official ones (Cityscapes, toy), the VOC map otherwise
+    (PASCAL VOC's own, ADE20K and any class count without official colours)."""
+    official = dataset_info(dataset).palette
+    if len(official) == num_classes:
+        return np.asarray(official, np.uint8)
     return voc_palette(num_classes)
 
 

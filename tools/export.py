@@ -58,10 +58,10 @@ def sample_images(config, data_root, count, size=None):
     """float32 RGB images from the config's validation split (resized to ``size``), else synthetic ones."""
     if data_root is None and config.data.dataset != "toy":
         return [synthetic_image(*(size or (256, 512)), seed=i)[0] for i in range(max(count, 1))]
-    from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root
+    from keras_mv2seg.data.sources import evaluation_data
 
     images = []
-    for image, _, _ in eval_dataset(config, resolve_data_root(config, data_root), "val").take(count):
+    for image, _, _ in evaluation_data(config, "val", data_root).take(count):
         images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
     return images
 

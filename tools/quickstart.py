@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
-from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root  # noqa: E402
+from keras_mv2seg.data.sources import evaluation_data, resolve_data_root  # noqa: E402
 from keras_mv2seg.datasets_meta import class_names, colorize, palette  # noqa: E402
 from keras_mv2seg.evaluation import evaluate_model, format_table  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     weights = work / "best.weights.h5"
     model = build_for_inference(config, weights)
     align = config.model.conventions.align_corners
-    metrics = evaluate_model(model, eval_dataset(config, root, "val"), config.model.num_classes,
+    metrics = evaluate_model(model, evaluation_data(config, "val", root), config.model.num_classes,
                              ignore_index=config.data.ignore_index, align_corners=align)
     names = class_names(config.data.dataset, config.model.num_classes)
     present = [i for i, iou in enumerate(metrics["IoU"]) if np.isfinite(iou)]
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                        [names[i] for i in present]))
     (work / "eval.json").write_text(json.dumps({k: round(100 * metrics[k], 2) for k in ("aAcc", "mIoU", "mAcc")}))
 
-    image, label, name = next(iter(eval_dataset(config, root, "val")))
+    image, label, name = next(iter(evaluation_data(config, "val", root)))
     image = image.numpy()
     saved = saved_model_export.export_saved_model(model, work / "export" / "saved_model", overwrite=True,
                                                   warmup_image=image.astype(np.uint8))

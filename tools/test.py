@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from keras_mv2seg.cli import (  # noqa: E402
     add_config_arguments, config_from_args, run_main, write_png, UsageError,
 )
-from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root  # noqa: E402
+from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, class_names  # noqa: E402
 from keras_mv2seg.evaluation import evaluate_model, format_table, plot_confusion  # noqa: E402
 from keras_mv2seg.inference import multi_scale_flip_logits, slide_logits  # noqa: E402
@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     if args.cityscapes_submission and config.data.dataset not in ("cityscapes", "toy"):
         raise UsageError(f"--cityscapes-submission needs a Cityscapes config, {config.name!r} is {config.data.dataset}")
     model = build_for_inference(config, args.weights)
-    root = resolve_data_root(config, args.data_root)
     align = config.model.conventions.align_corners
     crop = tuple(args.crop or config.data.crop_size)
     stride = tuple(args.stride or (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3)))
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         def on_prediction(name, prediction):
             target = Path(args.cityscapes_submission) / name
             write_png(target, label_ids[np.clip(prediction, 0, len(label_ids) - 1)], overwrite=args.overwrite)
-    metrics = evaluate_model(model, eval_dataset(config, root, args.split), config.model.num_classes,
+    metrics = evaluate_model(model, evaluation_data(config, args.split, args.data_root), config.model.num_classes,
                              ignore_index=config.data.ignore_index, align_corners=align, predict=predict,
                              max_images=args.max_images, on_prediction=on_prediction)
     names = class_names(config.data.dataset, config.model.num_classes)

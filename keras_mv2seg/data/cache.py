@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.data.decode import read_pair
 from keras_mv2seg.data.layouts import Sample
 
 CACHED_KIND = "cached"
@@ -37,8 +38,6 @@ def _write_raw(path: Path, array: np.ndarray):
 
 def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = False) -> list[Sample]:
     """Decode ``samples`` into ``cache_dir`` (reusing valid entries); returns samples pointing at the cache."""
-    from keras_mv2seg.data.pipeline import map_label
-
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = []
@@ -46,19 +45,9 @@ def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = Fa
         key = _key(sample)
         image_file, label_file = cache_dir / f"{key}.image.raw", cache_dir / f"{key}.label.raw"
         if not (image_file.is_file() and label_file.is_file()):
-            try:
-                image = tf.io.decode_image(tf.io.read_file(sample.image), channels=3, expand_animations=False)
-            except tf.errors.OpError as error:
-                raise ValueError(f"{sample.image}: image does not decode ({error.message.splitlines()[0]})") from None
-            try:
-                label = tf.io.decode_png(tf.io.read_file(sample.label), channels=1)
-            except tf.errors.OpError as error:
-                raise ValueError(f"{sample.label}: label does not decode ({error.message.splitlines()[0]})") from None
-            if tuple(image.shape[:2]) != tuple(label.shape[:2]):
-                raise ValueError(f"{sample.label}: size {tuple(label.shape[:2])} differs from its image "
-                                 f"{tuple(image.shape[:2])}")
-            _write_raw(image_file, image.numpy())
-            _write_raw(label_file, map_label(label, sample.label_kind, reduce_zero_label).numpy())
+            image, label = read_pair(sample, reduce_zero_label)
+            _write_raw(image_file, image)
+            _write_raw(label_file, label)
         cached.append(Sample(str(image_file), str(label_file), sample.name, CACHED_KIND))
     return cached
 

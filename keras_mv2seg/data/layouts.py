@@ -5,8 +5,16 @@
   pipeline maps label ids to train ids (255 for ignored ids).
 * ADE20K: ``ADEChallengeData2016/images/{training,validation}/*.jpg`` with
   ``ADEChallengeData2016/annotations/{training,validation}/*.png`` (0 = other; reduced to 255, L -> L - 1).
+* PASCAL VOC 2012: ``VOCdevkit/VOC2012/JPEGImages/<id>.jpg`` for the ids listed in
+  ``ImageSets/Segmentation/<split>.txt`` (train, val, trainval; ``train_aug.txt`` as written by
+  ``tools/prepare_voc.py``, mmseg's ``trainaug.txt`` accepted), each labelled by the first of
+  ``SegmentationClass/<id>.png`` (the official palette PNGs), ``SegmentationClassRaw/<id>.png`` (DeepLab's
+  ``remove_gt_colormap.py``), ``SegmentationClassAug/<id>.png`` (SBD, by ``tools/prepare_voc.py``) that exists
+  -- for ``train_aug`` this is mmseg's pascal_voc12_aug: VOC's own label for the VOC train images, SBD's for
+  the rest. The root may be the folder holding ``VOCdevkit``, ``VOCdevkit`` itself or ``VOC2012``.
 
-The toy dataset is written in the Cityscapes layout (``dataset="toy"``).
+The toy dataset is written in the Cityscapes layout (``dataset="toy"``). Split names and aliases, label kinds
+and classes are in ``datasets_meta.DATASETS``; label kinds are decoded by ``decode.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLITS = {"cityscapes": ("train", "val", "test"), "toy": ("train", "val"),
-          "ade20k": ("training", "validation")}
-_SPLIT_ALIASES = {"ade20k": {"train": "training", "val": "validation"}}
+from keras_mv2seg.datasets_meta import DATASETS, split_name
+
+SPLITS = {name: info.splits for name, info in DATASETS.items()}
+VOC_LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassRaw", "SegmentationClassAug")
+_VOC_SPLIT_FILES = {"train_aug": ("train_aug.txt", "trainaug.txt")}
 
 
 @dataclass(frozen=True)
@@ -24,16 +34,7 @@ class Sample:
     image: str
     label: str
     name: str  # for messages and output files: path of the image relative to the dataset root
-    label_kind: str  # "train_ids" (Cityscapes labelTrainIds / toy), "label_ids" (Cityscapes labelIds), "ade20k"
-
-
-def split_name(dataset: str, split: str) -> str:
-    split = _SPLIT_ALIASES.get(dataset, {}).get(split, split)
-    if dataset not in SPLITS:
-        raise ValueError(f"unknown dataset layout {dataset!r}; known: {sorted(SPLITS)}")
-    if split not in SPLITS[dataset]:
-        raise ValueError(f"{dataset} has splits {SPLITS[dataset]}, received {split!r}")
-    return split
+    label_kind: str  # one of decode.LABEL_KINDS
 
 
 def _cityscapes(root: Path, split: str, problems: list[str]) -> list[Sample]:
@@ -83,6 +84,59 @@ def _ade20k(root: Path, split: str, problems: list[str]) -> list[Sample]:
     return samples
 
 
+def voc_base(root: Path) -> Path:
+    """The ``VOC2012`` folder under a root given as its parent's parent, its parent or itself."""
+    for base in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
+        if (base / "JPEGImages").is_dir() or (base / "ImageSets").is_dir():
+            return base
+    return root / "VOCdevkit" / "VOC2012"
+
+
+def read_split_file(path: Path, problems: list[str]) -> list[str]:
+    """Image ids of a VOC split file (one per line, blank lines ignored; a repeated id is a problem)."""
+    ids, seen = [], set()
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        image_id = line.strip().split(" ")[0] if line.strip() else ""
+        if not image_id:
+            continue
+        if image_id in seen:
+            problems.append(f"{path}:{number}: id {image_id} is listed twice")
+            continue
+        seen.add(image_id)
+        ids.append(image_id)
+    return ids
+
+
+def _pascal_voc(root: Path, split: str, problems: list[str]) -> list[Sample]:
+    base = voc_base(root)
+    lists = base / "ImageSets" / "Segmentation"
+    candidates = [lists / name for name in _VOC_SPLIT_FILES.get(split, (f"{split}.txt",))]
+    split_file = next((path for path in candidates if path.is_file()), None)
+    if split_file is None:
+        hint = " (tools/prepare_voc.py writes it from SBD)" if split == "train_aug" else ""
+        problems.append(f"{candidates[0]}: missing split file{hint} (expected VOCdevkit/VOC2012/ImageSets/"
+                        f"Segmentation/{candidates[0].name})")
+        return []
+    samples = []
+    for image_id in read_split_file(split_file, problems):
+        image = base / "JPEGImages" / f"{image_id}.jpg"
+        label = next((base / folder / f"{image_id}.png" for folder in VOC_LABEL_FOLDERS
+                      if (base / folder / f"{image_id}.png").is_file()), None)
+        if not image.is_file():
+            problems.append(f"{image}: missing image of id {image_id} listed in {split_file}")
+        elif label is None:
+            problems.append(f"{image}: no label {image_id}.png in any of {', '.join(VOC_LABEL_FOLDERS)} "
+                            f"(id listed in {split_file})")
+        else:
+            samples.append(Sample(str(image), str(label), str(image.relative_to(base)), "voc"))
+    if not samples and not problems:
+        problems.append(f"{split_file}: lists no image ids")
+    return samples
+
+
+_LAYOUTS = {"cityscapes": _cityscapes, "toy": _cityscapes, "ade20k": _ade20k, "pascal_voc": _pascal_voc}
+
+
 def list_samples(dataset: str, root, split: str, *, strict: bool = True) -> tuple[list[Sample], list[str]]:
     """(samples, problems) of ``split``; with ``strict`` any problem raises one error listing all of them."""
     split = split_name(dataset, split)
@@ -91,10 +145,8 @@ def list_samples(dataset: str, root, split: str, *, strict: bool = True) -> tupl
     if not root.is_dir():
         problems.append(f"{root}: dataset root does not exist")
         samples = []
-    elif dataset in ("cityscapes", "toy"):
-        samples = _cityscapes(root, split, problems)
     else:
-        samples = _ade20k(root, split, problems)
+        samples = _LAYOUTS[dataset](root, split, problems)
     if strict and problems:
         raise ValueError(f"{dataset} dataset at {root} ({split}) has {len(problems)} problem(s):\n  "
                          + "\n  ".join(problems))

@@ -8,66 +8,23 @@ Training order is a pure function of (seed, sample index): sample ``i`` is file
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import CONVENTIONS, Config
 from keras_mv2seg.data import augment
+from keras_mv2seg.data.cache import cache_samples, read_raw
+from keras_mv2seg.data.decode import decode_pair, kind_index, map_label  # noqa: F401 - map_label: public here too
 from keras_mv2seg.data.layouts import Sample, list_samples
-from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+from keras_mv2seg.data.tfrecord import parse_example, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
-_LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "cached")
 
 
 def pad_pixel(config: Config) -> tuple[float, float, float]:
     """The raw RGB value the model's normalisation maps to 0 (mmseg: the mean; DeepLab: 127.5)."""
     convention = CONVENTIONS[config.model.convention]
     return tuple(-offset / scale for offset, scale in zip(convention.input_offset, convention.input_scale))
-
-
-def map_label(label, kind, reduce_zero_label: bool):
-    """Raw label file values -> training ids (uint8, 255 = ignore)."""
-    if kind == "label_ids":
-        return tf.gather(tf.constant(cityscapes_label_id_to_train_id()), tf.cast(label, tf.int32))
-    if kind == "ade20k" and reduce_zero_label:
-        return tf.where(label == 0, tf.constant(255, tf.uint8), label - 1)  # 0 -> 255, L -> L - 1
-    return label
-
-
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8")
-
-
-def _checked_bytes(path, data, *, label: bool):
-    """Assert, naming the file, before decoding (a bare decode error inside tf.data names nothing): a known
-    image format; for labels an 8-bit PNG (a 16-bit label would otherwise be rescaled silently)."""
-    if label:
-        header = tf.strings.join([tf.strings.substr(data, 0, 25), b"\0" * 25])  # short files: no substr error
-        ok = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
-                            tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
-        message = "label is not an 8-bit PNG class map:"
-    else:
-        ok = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC])
-        message = "not a PNG/JPEG/BMP/GIF image (corrupt or unknown format):"
-    with tf.control_dependencies([tf.debugging.Assert(ok, [message, path])]):
-        return tf.identity(data)
-
-
-def decode(image_path, label_path):
-    """Image as float32 RGB and label as uint8 [H, W, 1]. Conversions: grayscale images are replicated to
-    3 channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits. Problems (unknown format,
-    16-bit or non-PNG label, sizes that differ) raise errors naming the file."""
-    image = tf.io.decode_image(_checked_bytes(image_path, tf.io.read_file(image_path), label=False), channels=3,
-                               expand_animations=False, dtype=tf.uint8)
-    label = tf.io.decode_png(_checked_bytes(label_path, tf.io.read_file(label_path), label=True), channels=1)
-    image = tf.ensure_shape(image, [None, None, 3])
-    same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
-                                    ["image and label sizes differ:", image_path, tf.shape(image)[:2], label_path,
-                                     tf.shape(label)[:2]])
-    with tf.control_dependencies([same_size]):
-        return tf.cast(image, tf.float32), tf.identity(label)
 
 
 def check_label_values(label, name, config: Config):
@@ -84,31 +41,21 @@ def check_label_values(label, name, config: Config):
 
 
 def _sample_tensors(samples: list[Sample]):
-    kinds = {s.label_kind for s in samples}
-    if not kinds <= set(_LABEL_KINDS):
-        raise ValueError(f"unknown label kinds {sorted(kinds - set(_LABEL_KINDS))}")
     images = tf.constant([s.image for s in samples])
     labels = tf.constant([s.label for s in samples])
-    kind_ids = tf.constant([_LABEL_KINDS.index(s.label_kind) for s in samples])
+    kind_ids = tf.constant([kind_index(s.label_kind) for s in samples])
     return images, labels, kind_ids
 
 
 def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False):
     if cached:  # decoded pixels, labels already mapped (see data/cache.py)
-        from keras_mv2seg.data.cache import read_raw
-
         return tf.cast(read_raw(images[index], 3), tf.float32), read_raw(labels[index], 1)
-    image, label = decode(images[index], labels[index])
-    kind = kind_ids[index]
-    label = tf.switch_case(kind, [lambda k=k: map_label(label, k, reduce_zero_label) for k in _LABEL_KINDS[:3]])
-    return image, label
+    return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label)
 
 
 def _maybe_cached(samples: list[Sample], config: Config) -> tuple[list[Sample], bool]:
     if not config.data.cache_dir:
         return samples, False
-    from keras_mv2seg.data.cache import cache_samples
-
     return cache_samples(samples, config.data.cache_dir, config.data.reduce_zero_label), True
 
 
@@ -142,8 +89,6 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
 
     if records is not None or stream is not None:
         if records is not None:
-            from keras_mv2seg.data.tfrecord import parse_example, record_files
-
             dataset, parse = tf.data.TFRecordDataset(record_files(records)), parse_example
         else:
             dataset, parse = stream, lambda element: element
@@ -179,8 +124,6 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
     instead of a dataset layout."""
     if records is not None or stream is not None:
         if records is not None:
-            from keras_mv2seg.data.tfrecord import parse_example, record_files
-
             stream = tf.data.TFRecordDataset(record_files(records)).map(parse_example)
 
         def resized(image, label, name):
@@ -200,17 +143,3 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
 
     dataset = tf.data.Dataset.range(len(samples))
     return dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
-
-
-def resolve_data_root(config: Config, data_root=None) -> Path:
-    """The data root for a config (argument, else ``data.data_root``); the toy dataset is generated there on
-    first use."""
-    root = data_root or config.data.data_root
-    if not root:
-        raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
-    root = Path(root)
-    if config.data.dataset == "toy":
-        from keras_mv2seg.data.toy import ensure_toy_dataset
-
-        ensure_toy_dataset(root)
-    return root

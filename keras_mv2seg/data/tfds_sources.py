@@ -15,9 +15,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+from keras_mv2seg.data.decode import map_label
+from keras_mv2seg.datasets_meta import DATASETS
 
-TFDS_NAMES = {"cityscapes": "cityscapes/semantic_segmentation", "ade20k": "ade20k_scene_parsing"}
+TFDS_NAMES = {name: info.tfds_name for name, info in DATASETS.items() if info.tfds_name}
 
 
 def _tfds():
@@ -72,8 +73,6 @@ def tfds_stream(dataset: str, split: str, *, data_dir=None, manual_dir=None,
     """Prepare (offline, from ``manual_dir``) and read a TFDS dataset as (image, label, name) elements:
     Cityscapes labels mapped to train ids, ADE20K labels reduced (0 -> 255, L -> L-1) with
     ``reduce_zero_label``. ``split``: train / val (validation) / test."""
-    from keras_mv2seg.data.pipeline import map_label
-
     tfds = _tfds()
     if dataset not in TFDS_NAMES:
         raise ValueError(f"TFDS sources exist for {sorted(TFDS_NAMES)}, received {dataset!r}")
@@ -86,14 +85,10 @@ def tfds_stream(dataset: str, split: str, *, data_dir=None, manual_dir=None,
     config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     image_key = "image_left" if dataset == "cityscapes" else "image"
-    table = tf.constant(cityscapes_label_id_to_train_id())
+    kind = "label_ids" if dataset == "cityscapes" else "ade20k"
 
     def convert(example):
-        label = example["segmentation_label"]
-        if dataset == "cityscapes":
-            label = tf.gather(table, tf.cast(label, tf.int32))
-        else:
-            label = map_label(label, "ade20k", reduce_zero_label)
+        label = map_label(example["segmentation_label"], kind, reduce_zero_label)
         return tf.cast(example[image_key], tf.float32), label, example["image_id"]
 
     return builder.as_dataset(split=split, shuffle_files=False).map(convert, num_parallel_calls=tf.data.AUTOTUNE)

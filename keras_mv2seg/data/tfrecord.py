@@ -10,6 +10,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_mv2seg.data.decode import read_pair
 from keras_mv2seg.data.layouts import Sample
 
 FEATURES = {
@@ -34,8 +35,6 @@ def _int(value):
 def write_tfrecords(samples: list[Sample], output_prefix, shards: int = 1, *, reduce_zero_label: bool = False,
                     overwrite: bool = False) -> list[Path]:
     """Write ``samples`` to ``<prefix>-0000i-of-0000n.tfrecord`` shards (labels as training-id PNGs)."""
-    from keras_mv2seg.data.pipeline import map_label
-
     if shards < 1:
         raise ValueError(f"shards must be positive, received {shards}")
     prefix = Path(output_prefix)
@@ -48,12 +47,7 @@ def write_tfrecords(samples: list[Sample], output_prefix, shards: int = 1, *, re
     try:
         for index, sample in enumerate(samples):
             image_bytes = tf.io.read_file(sample.image).numpy()
-            image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-            label = map_label(tf.io.decode_png(tf.io.read_file(sample.label), channels=1), sample.label_kind,
-                              reduce_zero_label)
-            if tuple(label.shape[:2]) != tuple(image.shape[:2]):
-                raise ValueError(f"{sample.label}: size {tuple(label.shape[:2])} differs from its image "
-                                 f"{tuple(image.shape[:2])}")
+            image, label = read_pair(sample, reduce_zero_label)
             image_format = b"png" if image_bytes[:4] == b"\x89PNG" else b"jpeg"
             example = tf.train.Example(features=tf.train.Features(feature={
                 "image/encoded": _bytes(image_bytes),

@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import CONVENTIONS, Config
-from keras_mv2seg.data.pipeline import eval_dataset, resolve_data_root, train_dataset
+from keras_mv2seg.data.sources import evaluation_data, needs_data_root, resolve_data_root, training_data, \
+    undecodable_files
 from keras_mv2seg.evaluation import evaluate_model
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
 from keras_mv2seg.training.losses import SegmentationCrossEntropy
@@ -165,8 +166,7 @@ class _Monitor(keras.callbacks.Callback):
 class _Run:
     def __init__(self, config: Config, work_dir: Path, data_root, seed: int, strategy, verbose: int):
         self.config, self.work_dir, self.seed, self.verbose = config, work_dir, seed, verbose
-        data = config.data
-        self.data_root = None if (data.train_records and data.val_records) else resolve_data_root(config, data_root)
+        self.data_root = resolve_data_root(config, data_root) if needs_data_root(config) else data_root
         self.strategy = strategy or make_strategy(config.train.distribution)
         self.chief = is_chief(self.strategy)
         self.global_batch = config.train.batch_size
@@ -226,7 +226,7 @@ class _Run:
         and ``best.json`` first, then the metrics line -- so a metrics line never reports a best whose weights
         are missing; a run killed in between re-validates this iteration when resumed (:meth:`repair`)."""
         align = CONVENTIONS[self.config.model.convention].align_corners
-        result = evaluate_model(inference_model(self.model), split_source(self.config, self.data_root, "val"),
+        result = evaluate_model(inference_model(self.model), evaluation_data(self.config, "val", self.data_root),
                                 self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
                                 align_corners=align)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
@@ -280,43 +280,6 @@ class _Run:
     def log(self, message: str):
         if self.verbose and self.chief:
             print(message, flush=True)
-
-
-def train_source(config: Config, data_root) -> dict:
-    """Where training samples come from: a dataset layout (default), DeepLab TFRecords or TFDS."""
-    data = config.data
-    if data.tfds_data_dir:
-        from keras_mv2seg.data.tfds_sources import tfds_stream
-
-        return {"stream": tfds_stream(data.dataset, "train", data_dir=data.tfds_data_dir, manual_dir=data_root,
-                                      reduce_zero_label=data.reduce_zero_label)}
-    return {"records": data.train_records or None}
-
-
-def split_source(config: Config, data_root, split: str):
-    """The evaluation dataset of ``split`` from the config's source (layout, TFRecords or TFDS)."""
-    data = config.data
-    if data.tfds_data_dir:
-        from keras_mv2seg.data.tfds_sources import tfds_stream
-
-        return eval_dataset(config, stream=tfds_stream(data.dataset, split, data_dir=data.tfds_data_dir,
-                                                       manual_dir=data_root, reduce_zero_label=data.reduce_zero_label))
-    return eval_dataset(config, data_root, split, records=(data.val_records or None) if split == "val" else None)
-
-
-def _undecodable_files(config: Config, data_root) -> str:
-    """Name the files behind a decode error that TensorFlow's decoders report without a file name: the
-    training split of a dataset layout is checked file by file (only after such an error)."""
-    data = config.data
-    if data.train_records or data.tfds_data_dir or data_root is None:
-        return f"the records/TFDS data of {config.name!r} hold a corrupt image or label"
-    from keras_mv2seg.data.check import check_dataset
-
-    _, problems = check_dataset(data.dataset, data_root, splits=["train"])
-    if not problems:
-        return f"tools/check_data.py --dataset {data.dataset} {data_root} finds no problem now (was a file replaced?)"
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return "the culprit: " + "; ".join(problems[:5]) + more
 
 
 def _atomic_weights(model: keras.Model, path: Path):
@@ -482,8 +445,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     monitor = _Monitor(run)
     began = time.perf_counter()
     if start < train_cfg.max_iters:
-        dataset = train_dataset(config, run.data_root, batch_size=run.global_batch, seed=seed,
-                                start_sample=start * run.global_batch, **train_source(config, run.data_root))
+        dataset = training_data(config, run.data_root, batch_size=run.global_batch, seed=seed,
+                                start_sample=start * run.global_batch)
         dataset = dataset.map(with_targets(run.model))
         try:
             fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
@@ -493,7 +456,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
             if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
                 raise
             raise ValueError(f"a training image or label could not be decoded ({first}); "
-                             f"{_undecodable_files(config, run.data_root)}") from error
+                             f"{undecodable_files(config, run.data_root)}") from error
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(

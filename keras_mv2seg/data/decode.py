@@ -1,0 +1,190 @@
+"""Reading image and label files: the label-kind vocabulary, what a label file may look like, decoding and the
+mapping of raw label values to training ids. Every reader of files (pipelines, cache, TFRecord writer, dataset
+check) comes here, in graph form (``decode_pair``, inside tf.data) or eager form (``read_pair``, naming the file
+in a ``ValueError``).
+
+Label kinds (a layout tags each sample with one, see ``layouts.py``):
+
+========== ================================================= ================== =====================
+kind       file                                              values in the file mapped to
+========== ================================================= ================== =====================
+train_ids  Cityscapes ``*_labelTrainIds.png``, toy           0..18, 255         as is
+label_ids  Cityscapes ``*_labelIds.png``                     0..33 (255)        train ids, 255 ignored
+ade20k     ADE20K annotations (0 = other)                    0..150             0 -> 255, L -> L - 1
+                                                                                with reduce_zero_label
+voc        PASCAL VOC / SBD: palette PNG with the VOC        0..20, 255         as is
+           colours, or grayscale index PNG
+           (``SegmentationClassRaw``, ``SegmentationClassAug``)
+cached     raw pixels of ``cache.py``, already mapped        training ids       as is
+========== ================================================= ================== =====================
+
+Labels are 8-bit PNGs. A grayscale PNG holds the values; a palette PNG is accepted for ``voc`` only, and its
+*indices* are the values: TensorFlow's PNG decoder returns a palette PNG's colours, so the colours are turned
+back into indices by inverting the VOC colour map (bit-interleaved, each index has its own colour, whose low 5
+bits per channel are zero) -- exact for every VOC palette PNG, and a colour outside the map (a re-saved,
+resized or recoloured label) is refused naming the file. RGB labels are refused for every kind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+
+LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached")
+# label values a file of each kind may hold (checked by tools/check_data.py; the pipelines check the mapped values
+# against the model's classes)
+VALID_VALUES = {
+    "train_ids": set(range(19)) | {255},
+    "label_ids": set(range(34)) | {255},  # Cityscapes labelIds; 255 holds 'license plate' (-1)
+    "ade20k": set(range(151)),
+    "voc": set(range(21)) | {255},
+}
+_GRAY, _PALETTE = 0, 3  # PNG IHDR colour types
+_PALETTE_KINDS = ("voc",)
+_COLOUR_TYPE_NAMES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8")
+
+
+def kind_index(kind: str) -> int:
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; known: {LABEL_KINDS}")
+    return LABEL_KINDS.index(kind)
+
+
+def map_label(label, kind, reduce_zero_label: bool):
+    """Raw label file values -> training ids (uint8, 255 = ignore)."""
+    if kind == "label_ids":
+        return tf.gather(tf.constant(cityscapes_label_id_to_train_id()), tf.cast(label, tf.int32))
+    if kind == "ade20k" and reduce_zero_label:
+        return tf.where(label == 0, tf.constant(255, tf.uint8), label - 1)  # 0 -> 255, L -> L - 1
+    return label
+
+
+def voc_colours_to_indices(rgb):
+    """Inverse of the VOC colour map: bit ``7 - k`` of channel ``c`` is bit ``3k + c`` of the index.
+    Returns (indices uint8 [H, W, 1], whether every colour is a VOC colour)."""
+    rgb = tf.cast(rgb, tf.int32)
+    index = tf.zeros_like(rgb[..., :1])
+    for k in range(3):
+        for channel in range(3):
+            bit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rgb[..., channel:channel + 1], 7 - k), 1)
+            index += tf.bitwise.left_shift(bit, 3 * k + channel)
+    in_map = tf.reduce_all(tf.equal(tf.bitwise.bitwise_and(rgb, 0x1F), 0))
+    return tf.cast(index, tf.uint8), in_map
+
+
+# --- graph form: inside tf.data, problems raise InvalidArgumentError naming the file --------------------------
+
+def _assert(ok, message, path):
+    return tf.debugging.Assert(ok, [message, path])
+
+
+def checked_image_bytes(path, data):
+    """``data`` after asserting a known image format (a bare decode error inside tf.data names no file)."""
+    ok = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC])
+    with tf.control_dependencies([_assert(ok, "not a PNG/JPEG/BMP/GIF image (corrupt or unknown format):", path)]):
+        return tf.identity(data)
+
+
+def decode_image(path):
+    """float32 RGB [H, W, 3]: grayscale replicated, alpha dropped, 16-bit scaled to 8 bits."""
+    data = checked_image_bytes(path, tf.io.read_file(path))
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)
+
+
+def decode_label(path, kind_id):
+    """Raw label values uint8 [H, W, 1] of the PNG at ``path`` (``kind_id``: index in ``LABEL_KINDS``)."""
+    data = tf.io.read_file(path)
+    header = tf.strings.join([tf.strings.substr(data, 0, 26), b"\0" * 26])  # short files: no substr error
+    png8 = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
+                          tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
+    colour_type = tf.io.decode_raw(tf.strings.substr(header, 25, 1), tf.uint8)[0]
+    palette_allowed = tf.reduce_any(tf.equal(kind_id, [kind_index(k) for k in _PALETTE_KINDS]))
+    format_ok = tf.logical_or(tf.equal(colour_type, _GRAY),
+                              tf.logical_and(tf.equal(colour_type, _PALETTE), palette_allowed))
+    checks = [_assert(png8, "label is not an 8-bit PNG class map:", path),
+              tf.debugging.Assert(format_ok, ["label PNG has colour type", colour_type, "(0 grayscale, 2 RGB, "
+                                              "3 palette, 4/6 with alpha); expected a grayscale class map (or a "
+                                              "palette PNG with the VOC colours for PASCAL VOC):", path])]
+    with tf.control_dependencies(checks):
+        data = tf.identity(data)
+
+    def from_palette():
+        indices, in_map = voc_colours_to_indices(tf.io.decode_png(data, channels=3))
+        with tf.control_dependencies([_assert(in_map, "label colours are not the VOC palette (a re-saved or "
+                                              "resized label?):", path)]):
+            return tf.identity(indices)
+
+    return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
+
+
+def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool):
+    """(image float32 [H, W, 3], label uint8 [H, W, 1] in training ids) of one sample; sizes must agree."""
+    image = decode_image(image_path)
+    label = decode_label(label_path, kind_id)
+    same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
+                                    ["image and label sizes differ:", image_path, tf.shape(image)[:2], label_path,
+                                     tf.shape(label)[:2]])
+    with tf.control_dependencies([same_size]):
+        label = tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in LABEL_KINDS])
+        return tf.identity(image), label
+
+
+# --- eager form: Python errors naming the file ------------------------------------------------------------------
+
+def label_format_problem(path, kind: str) -> str | None:
+    """Why the file at ``path`` cannot be a label of ``kind`` judged by its PNG header, or None."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    if len(header) < 26 or header[:4] != b"\x89PNG":
+        return "not a PNG file, expected an 8-bit PNG class map"
+    if header[24] != 8:
+        return f"{header[24]}-bit PNG, expected an 8-bit class map"
+    colour_type = header[25]
+    if colour_type == _GRAY or (colour_type == _PALETTE and kind in _PALETTE_KINDS):
+        return None
+    expected = "a palette PNG with the VOC colours or a grayscale index PNG" if kind in _PALETTE_KINDS \
+        else "a single-channel (grayscale) class map"
+    return f"{_COLOUR_TYPE_NAMES.get(colour_type, colour_type)} PNG, expected {expected}"
+
+
+def _eager(function, *args):
+    try:
+        return function(*args)
+    except tf.errors.OpError as error:
+        message = error.message.splitlines()[0]
+        raise ValueError(message.replace("assertion failed: ", "")) from None
+
+
+def read_image(path) -> np.ndarray:
+    """uint8 RGB [H, W, 3]; ValueError '<path>: image does not decode (...)'."""
+    try:
+        return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
+    except tf.errors.OpError as error:
+        raise ValueError(f"{path}: image does not decode ({error.message.splitlines()[0]})") from None
+
+
+def read_label(path, kind: str) -> np.ndarray:
+    """Raw label values uint8 [H, W, 1]; ValueError '<path>: <what is wrong>'."""
+    problem = label_format_problem(path, kind)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    try:
+        return _eager(decode_label, tf.constant(str(path)), tf.constant(kind_index(kind))).numpy()
+    except ValueError as error:
+        if "VOC palette" in str(error):
+            raise ValueError(f"{path}: label colours are not the VOC palette (a re-saved or resized label?)") from None
+        raise ValueError(f"{path}: label does not decode ({error})") from None
+
+
+def read_pair(sample, reduce_zero_label: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 [H, W, 3], label uint8 [H, W, 1] in training ids) of a ``layouts.Sample``."""
+    image = read_image(sample.image)
+    label = read_label(sample.label, sample.label_kind)
+    if label.shape[:2] != image.shape[:2]:
+        raise ValueError(f"{sample.label}: size {label.shape[1]}x{label.shape[0]} differs from its image "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    return image, np.asarray(map_label(label, sample.label_kind, reduce_zero_label))

@@ -1,0 +1,96 @@
+"""Where a config's data comes from: the one place that turns (config, split) into a tf.data source.
+
+A config reads its samples from one of three places, chosen here and nowhere else:
+
+* TFDS (``data.tfds_data_dir`` set): prepared there from the manual files in the data root (``tfds_sources``);
+* DeepLab TFRecords (``data.train_records`` / ``data.val_records`` for the train / val split);
+* the dataset's directory layout at the data root (``layouts``), the default; the toy dataset is generated
+  there on first use.
+
+Training, validation, ``tools/test.py``, export calibration and the benchmarks all call ``training_data`` /
+``evaluation_data``, so a config scores the same data wherever it is evaluated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_mv2seg.config import Config
+from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
+
+
+def _records(config: Config, split: str) -> str:
+    return {"train": config.data.train_records, "val": config.data.val_records}.get(split, "")
+
+
+def source_kind(config: Config, split: str) -> str:
+    """"tfds", "records" or "layout": where ``split`` of ``config`` is read from."""
+    if config.data.tfds_data_dir:
+        return "tfds"
+    return "records" if _records(config, split) else "layout"
+
+
+def needs_data_root(config: Config, splits=("train", "val")) -> bool:
+    return any(source_kind(config, split) == "layout" for split in splits)
+
+
+def resolve_data_root(config: Config, data_root=None) -> Path:
+    """The data root for a config (argument, else ``data.data_root``); the toy dataset is generated there on
+    first use."""
+    root = data_root or config.data.data_root
+    if not root:
+        raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
+    root = Path(root)
+    if config.data.dataset == "toy":
+        from keras_mv2seg.data.toy import ensure_toy_dataset
+
+        ensure_toy_dataset(root)
+    return root
+
+
+def _tfds(config: Config, split: str, data_root) -> tf.data.Dataset:
+    from keras_mv2seg.data.tfds_sources import tfds_stream  # optional dependency
+
+    data = config.data
+    return tfds_stream(data.dataset, split, data_dir=data.tfds_data_dir, manual_dir=data_root or data.data_root or None,
+                       reduce_zero_label=data.reduce_zero_label)
+
+
+def training_data(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
+                  start_sample: int = 0) -> tf.data.Dataset:
+    """The infinite, augmented training batches of ``config`` (see ``pipeline.train_dataset``)."""
+    kind = source_kind(config, "train")
+    common = dict(batch_size=batch_size, seed=seed, start_sample=start_sample)
+    if kind == "tfds":
+        return train_dataset(config, stream=_tfds(config, "train", data_root), **common)
+    if kind == "records":
+        return train_dataset(config, records=config.data.train_records, **common)
+    return train_dataset(config, resolve_data_root(config, data_root), **common)
+
+
+def evaluation_data(config: Config, split: str = "val", data_root=None) -> tf.data.Dataset:
+    """(image resized by the test rule, label at full size, name) per image of ``split`` (see
+    ``pipeline.eval_dataset``)."""
+    kind = source_kind(config, split)
+    if kind == "tfds":
+        return eval_dataset(config, stream=_tfds(config, split, data_root))
+    if kind == "records":
+        return eval_dataset(config, records=_records(config, split))
+    return eval_dataset(config, resolve_data_root(config, data_root), split)
+
+
+def undecodable_files(config: Config, data_root, split: str = "train") -> str:
+    """Name the files behind a decode error that TensorFlow's decoders report without a file name: the split
+    of a dataset layout is checked file by file (only after such an error)."""
+    if source_kind(config, split) != "layout" or not (data_root or config.data.data_root):
+        return f"the {source_kind(config, split)} data of {config.name!r} hold a corrupt image or label"
+    from keras_mv2seg.data.check import check_dataset
+
+    root = data_root or config.data.data_root
+    _, problems = check_dataset(config.data.dataset, root, splits=[split])
+    if not problems:
+        return f"tools/check_data.py --dataset {config.data.dataset} {root} finds no problem now (was a file replaced?)"
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "the culprit: " + "; ".join(problems[:5]) + more
