@@ -120,11 +120,14 @@ class DataConfig:
     data_root: str = ""
     crop_size: tuple[int, int] = (512, 1024)  # (height, width)
     base_scale: tuple[int, int] = (2048, 1024)  # mmseg img_scale (long side, short side)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
+    ratio_range: tuple[float, float] = (0.5, 2.0)  # random scale range (mmseg: of base_scale; deeplab: of the image)
+    train_split: str = "train"  # the layout split trained on (PASCAL VOC: train_aug for the SBD-augmented set)
+    augmentation: str = "mmseg"  # mmseg (rescale, cat_max_ratio crop, flip, photometric) | deeplab (official DeepLab)
+    scale_step: float = 0.0  # deeplab augmentation: scales min, min + step, ..., max (0: uniform)
     cat_max_ratio: float = 0.75
     ignore_index: int = 255
     reduce_zero_label: bool = False  # ADE20K: 0 -> 255, L -> L - 1
-    test_mode: str = "whole"  # whole | slide
+    test_mode: str = "whole"  # whole | slide | pad (official DeepLab eval: image padded to crop_size)
     train_records: str = ""  # DeepLab TFRecord file pattern to train from instead of the layout at data_root
     val_records: str = ""  # likewise for validation
     cache_dir: str = ""  # cache decoded training samples here (raw pixels; see data/cache.py); "" = decode each time
@@ -132,7 +135,11 @@ class DataConfig:
 
     def __post_init__(self):
         _choice("data", "dataset", self.dataset, tuple(DATASETS))
-        _choice("data", "test_mode", self.test_mode, ("whole", "slide"))
+        _choice("data", "test_mode", self.test_mode, ("whole", "slide", "pad"))
+        _choice("data", "augmentation", self.augmentation, ("mmseg", "deeplab"))
+        if self.scale_step < 0 or self.ratio_range[0] > self.ratio_range[1]:
+            raise ValueError(f"data.ratio_range must be (min, max) and data.scale_step >= 0, received "
+                             f"{self.ratio_range!r}, {self.scale_step!r}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"data.crop_size must be (height, width) > 0, received {self.crop_size!r}")
 
@@ -146,6 +153,7 @@ class TrainConfig:
     power: float = 0.9
     momentum: float = 0.9
     weight_decay: float = 5e-4  # PyTorch-style, coupled (added to the gradient)
+    weight_decay_on: str = "all"  # all (mmseg: every parameter) | kernels (DeepLab/slim: conv kernels only)
     aux_weight: float = 0.4
     eval_interval: int = 8000
     checkpoint_interval: int = 8000
@@ -159,6 +167,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _choice("train", "sync_batchnorm", self.sync_batchnorm, ("none", "heads", "all"))
+        _choice("train", "weight_decay_on", self.weight_decay_on, ("all", "kernels"))
         _choice("train", "distribution", self.distribution, ("auto", "none", "mirrored", "multi_worker"))
         _choice("train", "mixed_precision", self.mixed_precision, ("float32", "float16", "bfloat16"))
         for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval"):
@@ -284,6 +293,25 @@ def ade20k_160k(name: str, head: str, **model) -> Config:
                                   reduce_zero_label=True),
                   train=TrainConfig(max_iters=160000, batch_size=16, eval_interval=16000,
                                     checkpoint_interval=16000))
+
+
+def voc12aug_20k(name: str, head: str, **model) -> Config:
+    """mmseg-style recipe on PASCAL VOC 2012 + SBD (mmseg ``configs/_base_/datasets/pascal_voc12_aug.py`` and
+    ``schedules/schedule_20k.py``): 21 classes, train_aug split, img_scale (2048, 512), ratio 0.5..2.0, 512x512
+    crops with cat_max_ratio 0.75, SGD 0.01 poly to 1e-4, 20k iterations, batch 16 (4 GPUs x 4), validation and
+    checkpoints every 2000 iterations. The 40k schedule: ``--cfg-options max_iters=40000``."""
+    return Config(name=name, model=ModelConfig(head=head, num_classes=21, **model),
+                  data=DataConfig(dataset="pascal_voc", crop_size=(512, 512), base_scale=(2048, 512),
+                                  train_split="train_aug"),
+                  train=TrainConfig(max_iters=20000, batch_size=16, eval_interval=2000, checkpoint_interval=2000))
+
+
+# The official DeepLab MobileNetV2 PASCAL VOC training recipe; every value is cited in configs/deeplab_mnv2_pascal.py.
+DEEPLAB_VOC_RECIPE = dict(
+    output_stride=16, train_split="train_aug", augmentation="deeplab", ratio_range=(0.5, 2.0), scale_step=0.25,
+    test_mode="pad", max_iters=30000, batch_size=8, lr=0.007, min_lr=0.0, power=0.9, momentum=0.9,
+    weight_decay=4e-5, weight_decay_on="kernels", eval_interval=3000, checkpoint_interval=3000,
+)
 
 
 def deeplab_official(name: str, num_classes: int, dataset: str, crop_size, **model) -> Config:

@@ -139,6 +139,33 @@ def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255,
     return result
 
 
+def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
+    """``predict(model, image) -> logits`` of a test mode (default: the config's ``data.test_mode``):
+    ``whole`` (one forward pass on the image resized by the test rule), ``slide`` (``crop`` windows, default
+    the crop size, at ``stride``, default 2/3 of the window) or ``pad`` (the official DeepLab evaluation: the
+    image at its own size padded to the crop size, e.g. 513x513 for PASCAL VOC)."""
+    from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
+
+    mode = mode or config.data.test_mode
+    crop = tuple(crop or config.data.crop_size)
+    if mode == "slide":
+        stride = tuple(stride or (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3)))
+        return lambda m, x: slide_logits(m, x, crop, stride)
+    if mode == "pad":
+        return lambda m, x: pad_to_crop_logits(m, x, crop)
+    return None
+
+
+def evaluate(model, config, split: str = "val", data_root=None, *, predict=None, **options) -> dict:
+    """Score ``model`` on ``split`` of the config's data source with the config's conventions (test mode,
+    resize alignment, classes, ignore index); ``options`` go to :func:`evaluate_model`."""
+    from keras_mv2seg.data.sources import evaluation_data
+
+    return evaluate_model(model, evaluation_data(config, split, data_root), config.model.num_classes,
+                          ignore_index=config.data.ignore_index, align_corners=config.model.conventions.align_corners,
+                          predict=predict or test_predictor(config), **options)
+
+
 def plot_confusion(matrix: np.ndarray, class_names, path):
     """Row-normalised confusion matrix (rows: labels, columns: predictions) as a PNG picture."""
     import matplotlib

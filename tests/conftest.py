@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SHARED = Path(os.environ.get("KERAS_MV2SEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = SHARED / "fixtures"
 
@@ -66,3 +67,13 @@ def tiny_config_file(tmp_path, tiny_toy_root):
                                            extra=extra, batch=batch))
         return path
     return write
+
+
+def load_tool(name: str):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,6 +7,7 @@ import tensorflow as tf
 import keras_mv2seg
 from keras_mv2seg.data import augment, list_samples, make_toy_dataset
 from keras_mv2seg.data.pipeline import eval_dataset, map_label, pad_pixel, train_dataset
+from tests.conftest import load_tool
 
 
 def seed(a, b=0):
@@ -164,12 +165,7 @@ def test_eval_dataset_keeps_original_labels(tiny_toy_root):
 
 
 def test_check_data_reports_every_problem(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("check_data", Path(__file__).parents[1] / "tools" / "check_data.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("check_data")
     root = make_toy_dataset(tmp_path / "c", train=3, val=1, height=32, width=64)
     assert tool.main(["--dataset", "cityscapes", str(root)]) == 0
     assert "4 samples checked, 0 problem(s)" in capsys.readouterr().out
@@ -189,17 +185,13 @@ def test_check_data_reports_every_problem(tmp_path, capsys):
 
 
 def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys, monkeypatch):
-    import importlib.util
     import json
-    from pathlib import Path
 
     # the tool adds np.in1d for cityscapesscripts on NumPy 2.4; restore NumPy as it was after the test
     monkeypatch.setattr(np, "in1d", getattr(np, "in1d", None), raising=False)
     if np.in1d is None:
         monkeypatch.delattr(np, "in1d")
-    spec = importlib.util.spec_from_file_location("prep", Path(__file__).parents[1] / "tools" / "prepare_cityscapes.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("prepare_cityscapes")
     folder = tmp_path / "gtFine" / "val" / "city"
     folder.mkdir(parents=True)
     annotation = {"imgHeight": 20, "imgWidth": 30, "objects": [

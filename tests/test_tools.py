@@ -1,21 +1,11 @@
 """Command-line tools, run in-process through their main(argv)."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_mv2seg.cli import UsageError, run_main
-
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_tool
 
 
 def test_convert_mmseg_prints_its_checks(mmseg_fixtures, tmp_path, capsys):

@@ -2,7 +2,7 @@
 """Check a dataset in its standard layout; prints every problem (one line each, naming the file).
 Exit status 0 only when the dataset is clean.
 
-    python tools/check_data.py --dataset cityscapes|ade20k DATA_ROOT [--splits train val]
+    python tools/check_data.py --dataset cityscapes|ade20k|pascal_voc DATA_ROOT [--splits train val]
 """
 
 import argparse
@@ -17,9 +17,10 @@ from keras_mv2seg.cli import run_main  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k"))
+    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "pascal_voc"))
     parser.add_argument("data_root")
-    parser.add_argument("--splits", nargs="*", help="default: train and val (ADE20K: training and validation)")
+    parser.add_argument("--splits", nargs="*", help="default: train and val (ADE20K: training and validation; "
+                        "PASCAL VOC: also train_aug, trainval)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     checked, problems = check_dataset(args.dataset, args.data_root, args.splits)
     for problem in problems:

@@ -23,7 +23,7 @@ import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, resolve_data_root  # noqa: E402
 from keras_mv2seg.datasets_meta import class_names, colorize, palette  # noqa: E402
-from keras_mv2seg.evaluation import evaluate_model, format_table  # noqa: E402
+from keras_mv2seg.evaluation import evaluate, format_table  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
 from keras_mv2seg.export import tflite as tflite_export  # noqa: E402
 from keras_mv2seg.training import train  # noqa: E402
@@ -56,9 +56,7 @@ def main(argv=None) -> int:
 
     weights = work / "best.weights.h5"
     model = build_for_inference(config, weights)
-    align = config.model.conventions.align_corners
-    metrics = evaluate_model(model, evaluation_data(config, "val", root), config.model.num_classes,
-                             ignore_index=config.data.ignore_index, align_corners=align)
+    metrics = evaluate(model, config, "val", root)
     names = class_names(config.data.dataset, config.model.num_classes)
     present = [i for i, iou in enumerate(metrics["IoU"]) if np.isfinite(iou)]
     print("[3/5] evaluation of best.weights.h5 (classes present in the toy data):")

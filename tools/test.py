@@ -18,10 +18,9 @@ import numpy as np  # noqa: E402
 from keras_mv2seg.cli import (  # noqa: E402
     add_config_arguments, config_from_args, run_main, write_png, UsageError,
 )
-from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, class_names  # noqa: E402
-from keras_mv2seg.evaluation import evaluate_model, format_table, plot_confusion  # noqa: E402
-from keras_mv2seg.inference import multi_scale_flip_logits, slide_logits  # noqa: E402
+from keras_mv2seg.evaluation import evaluate, format_table, plot_confusion, test_predictor  # noqa: E402
+from keras_mv2seg.inference import multi_scale_flip_logits  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
 
@@ -31,7 +30,9 @@ def parse_args(argv):
     parser.add_argument("weights", help=".weights.h5 from training, mmseg .pth or DeepLab TF1 checkpoint")
     parser.add_argument("--data-root", help="dataset root (default: the config's data.data_root)")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--mode", choices=("whole", "slide"), help="default: the config's data.test_mode")
+    parser.add_argument("--mode", choices=("whole", "slide", "pad"),
+                        help="default: the config's data.test_mode; pad: the official DeepLab evaluation (image at "
+                             "its own size padded to the crop size, 513x513 for PASCAL VOC)")
     parser.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="slide window (default: crop size)")
     parser.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="slide stride (default: 2/3 crop)")
     parser.add_argument("--aug-test", action="store_true", help="multi-scale (0.5..1.75) + flip, softmax averaged")
@@ -53,11 +54,10 @@ def main(argv=None) -> int:
     if args.cityscapes_submission and config.data.dataset not in ("cityscapes", "toy"):
         raise UsageError(f"--cityscapes-submission needs a Cityscapes config, {config.name!r} is {config.data.dataset}")
     model = build_for_inference(config, args.weights)
+    if args.mode:
+        config = config.replace(test_mode=args.mode)
     align = config.model.conventions.align_corners
-    crop = tuple(args.crop or config.data.crop_size)
-    stride = tuple(args.stride or (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3)))
-    predict = (lambda m, x: slide_logits(m, x, crop, stride)) if (args.mode or config.data.test_mode) == "slide" \
-        else None
+    predict = test_predictor(config, crop=args.crop, stride=args.stride)
     if args.aug_test:
         base = predict
         predict = lambda m, x: np.log(np.maximum(  # noqa: E731 - probabilities as logits for the shared loop
@@ -68,13 +68,12 @@ def main(argv=None) -> int:
         def on_prediction(name, prediction):
             target = Path(args.cityscapes_submission) / name
             write_png(target, label_ids[np.clip(prediction, 0, len(label_ids) - 1)], overwrite=args.overwrite)
-    metrics = evaluate_model(model, evaluation_data(config, args.split, args.data_root), config.model.num_classes,
-                             ignore_index=config.data.ignore_index, align_corners=align, predict=predict,
-                             max_images=args.max_images, on_prediction=on_prediction)
+    metrics = evaluate(model, config, args.split, args.data_root, predict=predict, max_images=args.max_images,
+                       on_prediction=on_prediction)
     names = class_names(config.data.dataset, config.model.num_classes)
     print(format_table(metrics, names))
     print(f"{metrics['images']} images, mode {'aug-test + ' if args.aug_test else ''}"
-          f"{args.mode or config.data.test_mode}")
+          f"{config.data.test_mode}")
     if args.out:
         result = {"config": config.name, "weights": str(args.weights), "images": metrics["images"],
                   **{k: round(100 * metrics[k], 4) for k in ("aAcc", "mIoU", "mAcc")},

@@ -149,13 +149,16 @@ def photometric_distortion(image, seed, brightness_delta=32, contrast_range=(0.5
     return tf.cond(contrast_first, lambda: image, lambda: maybe(seeds[2], image, contrast))
 
 
-def pad_to_size(image, label, size, pad_pixel, ignore_index=255):
-    """Pad bottom/right to ``size``: image with ``pad_pixel`` (per channel), label with ``ignore_index``."""
+def pad_to_size(image, label, size, pad_pixel, ignore_index=255, static: bool = True):
+    """Pad bottom/right to ``size``: image with ``pad_pixel`` (per channel), label with ``ignore_index``
+    (``static``: ``size`` is a Python pair, the result gets that static shape)."""
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     paddings = [[0, tf.maximum(size[0] - height, 0)], [0, tf.maximum(size[1] - width, 0)], [0, 0]]
     pad_pixel = tf.constant(pad_pixel, tf.float32)
     image = tf.pad(image - pad_pixel, paddings) + pad_pixel
     label = tf.pad(label, paddings, constant_values=ignore_index)
+    if not static:
+        return image, label
     return tf.ensure_shape(image, [size[0], size[1], 3]), tf.ensure_shape(label, [size[0], size[1], 1])
 
 
@@ -169,6 +172,38 @@ def train_augment(image, label, seed, *, scale, crop_size, ratio_range, cat_max_
     if photometric:
         image = photometric_distortion(image, seeds[3])
     return pad_to_size(image, label, crop_size, pad_pixel, ignore_index)
+
+
+def deeplab_random_scale(image, label, seed, min_scale=0.5, max_scale=2.0, step=0.25):
+    """The official DeepLab's random scale (``core/preprocess_utils.py`` ``get_random_scale`` and
+    ``randomly_scale_image_and_label``): one of ``min, min + step, ..., max`` (uniform in [min, max] when
+    ``step`` is 0), new size ``int(size * scale)``, image bilinear and label nearest with align_corners=True
+    (float image, no rounding)."""
+    if step:
+        count = int(round((max_scale - min_scale) / step)) + 1
+        choice = tf.random.stateless_uniform([], seed, 0, count, dtype=tf.int32)
+        scale = min_scale + tf.cast(choice, tf.float32) * step
+    else:
+        scale = _uniform(seed, min_scale, max_scale)
+    size = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * scale, tf.int32)
+    image = tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=True)[0]
+    label = tf.raw_ops.ResizeNearestNeighbor(images=label[None], size=size, align_corners=True)[0]
+    return image, label
+
+
+def deeplab_train_augment(image, label, seed, *, crop_size, ratio_range, scale_step, ignore_index, pad_pixel):
+    """The official DeepLab's training chain (``input_preprocess.py`` ``preprocess_image_and_label``): random
+    scale, pad bottom/right to at least the crop size (image with the mean pixel, label with the ignore
+    label), a uniform random crop, left-right flip with probability 0.5; no photometric distortion."""
+    seeds = _seeds(seed, 3)
+    image, label = deeplab_random_scale(image, label, seeds[0], ratio_range[0], ratio_range[1], scale_step)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    padded = (tf.maximum(height, crop_size[0]), tf.maximum(width, crop_size[1]))
+    image, label = pad_to_size(image, label, padded, pad_pixel, ignore_index, static=False)
+    image, label = random_crop(image, label, seeds[1], crop_size, cat_max_ratio=1.0, ignore_index=ignore_index)
+    image, label = random_flip(image, label, seeds[2])
+    return (tf.ensure_shape(image, [crop_size[0], crop_size[1], 3]),
+            tf.ensure_shape(label, [crop_size[0], crop_size[1], 1]))
 
 
 def test_resize(image, scale):

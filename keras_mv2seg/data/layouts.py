@@ -33,7 +33,7 @@ _VOC_SPLIT_FILES = {"train_aug": ("train_aug.txt", "trainaug.txt")}
 class Sample:
     image: str
     label: str
-    name: str  # for messages and output files: path of the image relative to the dataset root
+    name: str  # for messages, records and output files: the image's path relative to the dataset root (VOC: its id)
     label_kind: str  # one of decode.LABEL_KINDS
 
 
@@ -128,7 +128,7 @@ def _pascal_voc(root: Path, split: str, problems: list[str]) -> list[Sample]:
             problems.append(f"{image}: no label {image_id}.png in any of {', '.join(VOC_LABEL_FOLDERS)} "
                             f"(id listed in {split_file})")
         else:
-            samples.append(Sample(str(image), str(label), str(image.relative_to(base)), "voc"))
+            samples.append(Sample(str(image), str(label), image_id, "voc"))
     if not samples and not problems:
         problems.append(f"{split_file}: lists no image ids")
     return samples

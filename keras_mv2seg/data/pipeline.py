@@ -59,8 +59,8 @@ def _maybe_cached(samples: list[Sample], config: Config) -> tuple[list[Sample], 
     return cache_samples(samples, config.data.cache_dir, config.data.reduce_zero_label), True
 
 
-def training_samples(config: Config, data_root=None, split="train") -> list[Sample]:
-    return list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
+def training_samples(config: Config, data_root=None, split: str | None = None) -> list[Sample]:
+    return list_samples(config.data.dataset, data_root or config.data.data_root, split or config.data.train_split)[0]
 
 
 def train_dataset(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
@@ -81,10 +81,15 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
     def augmented(sample_index, image, label, name):
         label = check_label_values(label, name, config)
         example_seed = tf.stack([tf.constant(seed, tf.int64) + 7919, sample_index])
-        image, label = augment.train_augment(
-            image, label, example_seed, scale=data.base_scale, crop_size=data.crop_size,
-            ratio_range=data.ratio_range, cat_max_ratio=data.cat_max_ratio, ignore_index=data.ignore_index,
-            pad_pixel=pad)
+        if data.augmentation == "deeplab":
+            image, label = augment.deeplab_train_augment(
+                image, label, example_seed, crop_size=data.crop_size, ratio_range=data.ratio_range,
+                scale_step=data.scale_step, ignore_index=data.ignore_index, pad_pixel=pad)
+        else:
+            image, label = augment.train_augment(
+                image, label, example_seed, scale=data.base_scale, crop_size=data.crop_size,
+                ratio_range=data.ratio_range, cat_max_ratio=data.cat_max_ratio, ignore_index=data.ignore_index,
+                pad_pixel=pad)
         return image, tf.cast(label[..., 0], tf.int32)
 
     if records is not None or stream is not None:
@@ -115,6 +120,12 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
+def test_image(image, config: Config):
+    """The evaluation input: resized by the reference's test rule, except in ``pad`` mode (the official DeepLab
+    evaluation runs the image at its own size, padded to the crop size by ``inference.pad_to_crop_logits``)."""
+    return image if config.data.test_mode == "pad" else augment.test_resize(image, config.data.base_scale)
+
+
 def eval_dataset(config: Config, data_root=None, split: str = "val", *,
                  samples: list[Sample] | None = None, records=None,
                  stream: tf.data.Dataset | None = None) -> tf.data.Dataset:
@@ -128,7 +139,7 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
 
         def resized(image, label, name):
             label = check_label_values(label, name, config)
-            return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), name
+            return test_image(image, config), tf.cast(label[..., 0], tf.int32), name
 
         return stream.map(resized, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
     if samples is None:
@@ -139,7 +150,7 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
     def load(index):
         image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label)
         label = check_label_values(label, labels[index], config)
-        return augment.test_resize(image, config.data.base_scale), tf.cast(label[..., 0], tf.int32), names[index]
+        return test_image(image, config), tf.cast(label[..., 0], tf.int32), names[index]
 
     dataset = tf.data.Dataset.range(len(samples))
     return dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)

@@ -3,7 +3,9 @@
 Street-like scenes: sky (gradient) over buildings with window grids, trees with leafy texture, a road with
 lane marks and a sidewalk, cars (dark bodies with wheels) and people; a band of ignore pixels at the bottom
 (the ego vehicle, as in Cityscapes). Written in the Cityscapes layout (train ids in ``*_labelTrainIds.png``
-and label ids in ``*_labelIds.png``) or the ADE20K layout (``.jpg`` images, ADE ids with 0 = other).
+and label ids in ``*_labelIds.png``), the ADE20K layout (``.jpg`` images, ADE ids with 0 = other) or the PASCAL VOC
+layout (``.jpg`` images, palette PNG labels with the VOC colours: car, person and vegetation as VOC's car, person
+and potted plant, the rest background, the ego band 255, split files train/val/trainval).
 Deterministic for a given seed; about 0.1 s for the default 48 + 12 images of 128x256.
 """
 
@@ -16,18 +18,19 @@ import numpy as np
 
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID
 
-# toy object -> Cityscapes train id, ADE20K class (1-based id in the ADE annotations)
+# toy object -> Cityscapes train id, ADE20K class (1-based id in the ADE annotations), PASCAL VOC class
 CLASS_IDS = {
-    "road": (0, 7), "sidewalk": (1, 12), "building": (2, 2), "vegetation": (8, 5), "sky": (10, 3),
-    "person": (11, 13), "car": (13, 21),
+    "road": (0, 7, 0), "sidewalk": (1, 12, 0), "building": (2, 2, 0), "vegetation": (8, 5, 16), "sky": (10, 3, 0),
+    "person": (11, 13, 15), "car": (13, 21, 7),
 }
+LAYOUTS = ("cityscapes", "ade20k", "pascal_voc")
 EGO_LABEL_ID = 1  # Cityscapes 'ego vehicle': ignored (train id 255)
 _MARKER = ".keras_mv2seg_toy.json"
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int):
     """(RGB uint8 image, train-id label uint8) of one scene; label 255 marks ignored pixels."""
-    ids = {name: train_id for name, (train_id, _) in CLASS_IDS.items()}
+    ids = {name: train_id for name, (train_id, *_) in CLASS_IDS.items()}
     rows = np.arange(height)[:, None]
     cols = np.arange(width)[None, :]
     horizon = int(height * rng.uniform(0.4, 0.55))
@@ -90,11 +93,29 @@ def _train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     return table[train_ids]
 
 
-def _train_to_ade(train_ids: np.ndarray) -> np.ndarray:
-    table = np.zeros(256, np.uint8)  # 0 = other (ignored after reduce_zero_label)
-    for train_id, ade_id in CLASS_IDS.values():
-        table[train_id] = ade_id
+def _train_to(column: int, train_ids: np.ndarray) -> np.ndarray:
+    """Train ids -> ADE20K (column 1; 0 = other, ignored after reduce_zero_label) or VOC ids (column 2;
+    0 = background, the ignored band stays 255)."""
+    table = np.zeros(256, np.uint8)
+    table[255] = 0 if column == 1 else 255
+    for ids in CLASS_IDS.values():
+        table[ids[0]] = ids[column]
     return table[train_ids]
+
+
+def voc_palette_png(label: np.ndarray) -> bytes:
+    """A palette PNG with the VOC colour map, as the PASCAL VOC ``SegmentationClass`` files are."""
+    import io
+
+    from PIL import Image
+
+    from keras_mv2seg.datasets_meta import voc_palette
+
+    image = Image.fromarray(np.asarray(label, np.uint8), mode="P")
+    image.putpalette(voc_palette(256).ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def ensure_toy_dataset(root) -> Path:
@@ -109,8 +130,8 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
     reused; a non-empty folder that is not one is refused rather than overwritten)."""
     import tensorflow as tf
 
-    if layout not in ("cityscapes", "ade20k"):
-        raise ValueError(f"layout must be 'cityscapes' or 'ade20k', received {layout!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, received {layout!r}")
     root = Path(root)
     settings = {"layout": layout, "train": train, "val": val, "height": height, "width": width, "seed": seed}
     marker = root / _MARKER
@@ -126,6 +147,7 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
                               "dataset (e.g. a *_cityscapes or *_ade20k config)")
     rng = np.random.default_rng(seed)
     png = lambda a: tf.io.encode_png(a if a.ndim == 3 else a[..., None]).numpy()  # noqa: E731
+    voc_ids = {"train": [], "val": []}
     for split, count in (("train", train), ("val", val)):
         for index in range(count):
             image, label = render_scene(rng, height, width)
@@ -139,6 +161,14 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
                 (image_dir / f"{stem}_leftImg8bit.png").write_bytes(png(image))
                 (label_dir / f"{stem}_gtFine_labelTrainIds.png").write_bytes(png(label))
                 (label_dir / f"{stem}_gtFine_labelIds.png").write_bytes(png(_train_to_label_ids(label)))
+            elif layout == "pascal_voc":
+                base = root / "VOCdevkit" / "VOC2012"
+                (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
+                (base / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+                image_id = f"2026_{index + (100000 if split == 'val' else 0):06d}"
+                voc_ids[split].append(image_id)
+                (base / "JPEGImages" / f"{image_id}.jpg").write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
+                (base / "SegmentationClass" / f"{image_id}.png").write_bytes(voc_palette_png(_train_to(2, label)))
             else:
                 folder = {"train": "training", "val": "validation"}[split]
                 base = root / "ADEChallengeData2016"
@@ -146,6 +176,11 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
                 (base / "annotations" / folder).mkdir(parents=True, exist_ok=True)
                 stem = f"ADE_{folder[:5]}_{index:08d}"
                 (base / "images" / folder / f"{stem}.jpg").write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
-                (base / "annotations" / folder / f"{stem}.png").write_bytes(png(_train_to_ade(label)))
+                (base / "annotations" / folder / f"{stem}.png").write_bytes(png(_train_to(1, label)))
+    if layout == "pascal_voc":
+        lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True, exist_ok=True)
+        for split, ids in (*voc_ids.items(), ("trainval", voc_ids["train"] + voc_ids["val"])):
+            (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     marker.write_text(json.dumps(settings))
     return root

@@ -28,10 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mv2seg.config import CONVENTIONS, Config
-from keras_mv2seg.data.sources import evaluation_data, needs_data_root, resolve_data_root, training_data, \
+from keras_mv2seg.config import Config
+from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, \
     undecodable_files
-from keras_mv2seg.evaluation import evaluate_model
+from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
 from keras_mv2seg.training.losses import SegmentationCrossEntropy
 from keras_mv2seg.training.optimizer import TorchSGD
@@ -77,7 +77,8 @@ def compile_model(model: keras.Model, config: Config):
     """The reference recipe: TorchSGD (coupled weight decay) on a per-iteration poly schedule, cross-entropy
     with ignore label on logits at label size, auxiliary loss weight 0.4."""
     train = config.train
-    optimizer = TorchSGD(recipe_schedule(train), momentum=train.momentum, coupled_weight_decay=train.weight_decay)
+    optimizer = TorchSGD(recipe_schedule(train), momentum=train.momentum, coupled_weight_decay=train.weight_decay,
+                         decay_kernels_only=train.weight_decay_on == "kernels")
     loss = SegmentationCrossEntropy(config.data.ignore_index)
     if isinstance(model.output, dict):
         model.compile(optimizer=optimizer, loss={"logits": loss, "aux_logits": loss},
@@ -225,10 +226,7 @@ class _Run:
         """Score the model on the val split and record it. Crash-safe order: the best weights (atomic replace)
         and ``best.json`` first, then the metrics line -- so a metrics line never reports a best whose weights
         are missing; a run killed in between re-validates this iteration when resumed (:meth:`repair`)."""
-        align = CONVENTIONS[self.config.model.convention].align_corners
-        result = evaluate_model(inference_model(self.model), evaluation_data(self.config, "val", self.data_root),
-                                self.config.model.num_classes, ignore_index=self.config.data.ignore_index,
-                                align_corners=align)
+        result = evaluate(inference_model(self.model), self.config, "val", self.data_root)
         record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
         self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
         recorded = self.history()
