@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""For each head: train the toy config with that head (resumes/reuses work_dirs/toy_<head>), export TFLite
-float32 and full-integer int8 (calibrated on toy training images), and report pixel agreement with Keras and
-the toy val mIoU of Keras, TFLite float32 and TFLite int8, all in the same run.
+"""Accuracy of every deployment path: for each head, train the toy config with that head (resumes/reuses
+work_dirs/toy_<head>), convert it for every runtime x precision (TFLite, ONNX Runtime, OpenVINO; float32, bf16,
+int8 calibrated on toy *training* images), run the toy val split through each, and report per path the toy val
+mIoU, its change from the Keras float32 model, and the pixel agreement with Keras, all in the same run. A path
+whose agreement is below 99 % or whose mIoU drops more than 0.5 points is flagged ``LOW``.
 
     python benchmarks/export_quality.py [--heads fcn psp aspp sepaspp] [--max-iters 300] [--calibration 16]
+        [--paths tflite:int8 onnxruntime:int8 ...]
 """
 
 import argparse
@@ -15,11 +18,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
+from keras_mv2seg.data.sources import evaluation_data, sample_images  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
-from keras_mv2seg.export import tflite as tl  # noqa: E402
+from keras_mv2seg.export.runtimes import deploy  # noqa: E402
 from keras_mv2seg.training import train  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
+
+DEFAULT_PATHS = ["tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8", "openvino:float32",
+                 "openvino:bf16", "openvino:int8"]
+MIN_AGREEMENT, MAX_MIOU_DROP = 0.99, 0.5
 
 
 def main(argv=None) -> int:
@@ -27,34 +34,39 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", nargs="*", default=["fcn", "psp", "aspp", "sepaspp"])
     parser.add_argument("--max-iters", type=int, default=300)
     parser.add_argument("--calibration", type=int, default=16, help="training images for int8 calibration")
+    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision pairs")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from keras_mv2seg.machine import describe_machine
 
     print(f"machine: {describe_machine()}")
-    print(f"{'head':8s} {'Keras mIoU':>10s} {'fp32 mIoU':>10s} {'int8 mIoU':>10s} {'fp32 agree %':>13s} "
-          f"{'int8 agree %':>13s} {'fp32 KiB':>9s} {'int8 KiB':>9s}")
+    print(f"{'head':8s} {'path':22s} {'mIoU':>7s} {'vs Keras':>8s} {'agree %':>8s} {'MiB':>6s}")
     for head in args.heads:
         config = keras_mv2seg.get_config("toy").replace(name=f"toy_{head}", head=head, max_iters=args.max_iters)
         train(config, os.path.join("work_dirs", config.name), verbose=0)
         model = build_for_inference(config, os.path.join("work_dirs", config.name, "best.weights.h5"))
         val = [(image.numpy(), label.numpy()) for image, label, _ in evaluation_data(config, "val")]
-        calibration = [image.numpy() for image, _, _ in evaluation_data(config, "train").take(args.calibration)]
+        calibration = sample_images(config, "train", count=args.calibration)
         size = val[0][0].shape[:2]
-        contents = {q: tl.convert(config, model, size, quantization=q, representative_images=calibration)
-                    for q in ("float32", "int8")}
-        scores = {name: ConfusionAccumulator(config.model.num_classes) for name in ("keras", "float32", "int8")}
-        agree = {"float32": [], "int8": []}
+        keras_scores = ConfusionAccumulator(config.model.num_classes)
+        references = []
         for image, label in val:
-            reference = model(image[None], training=False).numpy()[0].argmax(-1)
-            scores["keras"].update(reference, label)
-            for q, content in contents.items():
-                labels = tl.run(content, image)
-                scores[q].update(labels, label)
-                agree[q].append((labels == reference).mean())
-        miou = {k: 100 * v.result()["mIoU"] for k, v in scores.items()}
-        print(f"{head:8s} {miou['keras']:10.2f} {miou['float32']:10.2f} {miou['int8']:10.2f} "
-              f"{100 * np.mean(agree['float32']):13.3f} {100 * np.mean(agree['int8']):13.3f} "
-              f"{len(contents['float32']) // 1024:9d} {len(contents['int8']) // 1024:9d}", flush=True)
+            references.append(model(image[None], training=False).numpy()[0].argmax(-1))
+            keras_scores.update(references[-1], label)
+        keras_miou = 100 * keras_scores.result()["mIoU"]
+        print(f"{head:8s} {'keras float32':22s} {keras_miou:7.2f} {0:8.2f} {100:8.2f} {'':>6s}", flush=True)
+        for backend, precision in (tuple(text.split(":")) for text in args.paths):
+            runner = deploy(backend, config, model, size, precision=precision, calibration_images=calibration)
+            scores = ConfusionAccumulator(config.model.num_classes)
+            agreement = []
+            for (image, label), reference in zip(val, references):
+                labels = runner(image[None])[0]
+                scores.update(labels, label)
+                agreement.append((labels == reference).mean())
+            miou = 100 * scores.result()["mIoU"]
+            low = np.mean(agreement) < MIN_AGREEMENT or keras_miou - miou > MAX_MIOU_DROP
+            print(f"{head:8s} {backend + ' ' + precision:22s} {miou:7.2f} {miou - keras_miou:8.2f} "
+                  f"{100 * np.mean(agreement):8.2f} {runner.size_bytes / 2**20:6.1f}{'  LOW' if low else ''}",
+                  flush=True)
     return 0
 
 

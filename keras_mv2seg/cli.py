@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import ast
 import errno
-import os
 import sys
 import traceback
 from pathlib import Path
 
 import numpy as np
+
+from keras_mv2seg.files import atomic_write, refuse_existing
 
 EXIT_BAD_INPUT, EXIT_USAGE, EXIT_NON_FINITE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 70, 130
 
@@ -125,16 +126,11 @@ def write_png(path, image: np.ndarray, overwrite: bool = False):
     """Write an [H, W] or [H, W, 3] uint8 array as PNG; refuses to replace a file unless ``overwrite``."""
     import tensorflow as tf
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = refuse_existing(path, overwrite, how="--overwrite")
     image = np.asarray(image, np.uint8)
     if image.ndim == 2:
         image = image[..., None]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(tf.io.encode_png(image).numpy())
-    os.replace(tmp, path)
+    atomic_write(path, tf.io.encode_png(image).numpy())
 
 
 def read_image(path) -> np.ndarray:
@@ -149,3 +145,34 @@ def read_image(path) -> np.ndarray:
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(f"{path}: not a decodable image ({error.message.splitlines()[0]})") from None
     return image.numpy()
+
+
+def convert_main(argv, kind: str) -> int:
+    """The converter tools (tools/convert_mmseg.py, tools/convert_deeplab.py): parse, convert, check."""
+    from keras_mv2seg.convert.check import convert_and_check
+
+    source_help = {"mmseg": "mmseg .pth checkpoint", "deeplab": "DeepLab TF1 checkpoint prefix (model.ckpt)"}
+    parser = argparse.ArgumentParser(description=f"Convert an {source_help[kind]} to Keras weights and check it.")
+    add_config_arguments(parser)
+    parser.add_argument("checkpoint", help=source_help[kind])
+    parser.add_argument("--output", help="output .weights.h5 (default: <checkpoint name>.weights.h5 beside it)")
+    parser.add_argument("--input", help=".npy image batch (NHWC RGB 0..255) for the parity check")
+    parser.add_argument("--reference", help=".npy reference logits for --input (NCHW or NHWC)")
+    parser.add_argument("--skip-classifier", action="store_true", help="keep the classifier as initialised")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    if (args.input is None) != (args.reference is None):
+        parser.error("--input and --reference go together")
+    config = config_from_args(args)
+    if config.model.convention != kind:
+        parser.error(f"config {config.name!r} uses the {config.model.convention} convention, not {kind}")
+    checkpoint = Path(args.checkpoint)
+    output = args.output or str(checkpoint.with_name(checkpoint.name.split(".")[0] + ".weights.h5"))
+    refuse_existing(output, args.overwrite, how="--overwrite")
+    summary = convert_and_check(
+        config, checkpoint, output,
+        images=np.load(args.input) if args.input else None,
+        reference=np.load(args.reference) if args.reference else None,
+        skip_classifier=args.skip_classifier, overwrite=args.overwrite,
+    )
+    return 0 if summary["passed"] else 1

@@ -27,18 +27,32 @@ HEADS = ("fcn", "psp", "aspp", "sepaspp", "deeplab")
 
 @dataclass(frozen=True)
 class Convention:
-    """Everything that differs between the mmseg and the official DeepLab implementations."""
+    """Everything that differs between the mmseg and the official DeepLab implementations, read through
+    ``config.model.conventions``. Its ``name`` selects the rules written where they act: padding
+    (``models.layers.pad_for_conv``: mmseg symmetric as PyTorch, deeplab TF 'same'), the output-stride rewrite
+    (``models.mobilenet_v2.block_schedule``), channel rounding (``scaled_channels``/``expanded_channels``) and
+    the initial weights (``models.initializers``); the values below, and :meth:`resize` and :attr:`pad_pixel`,
+    are the rest."""
 
     name: str
-    padding: str  # "mmseg": symmetric (PyTorch) | "deeplab": TF 'same'
-    schedule: str  # output-stride rewrite rule, see models.mobilenet_v2.block_schedule
     backbone_bn_epsilon: float
     backbone_bn_momentum: float
     head_bn_epsilon: float
     input_scale: tuple[float, float, float]  # model input x -> x * scale + offset, per RGB channel
     input_offset: tuple[float, float, float]
     align_corners: bool  # resize convention for logits and decoder features
-    channel_rounding: str  # "mmseg": make_divisible(c * w, 8) | "deeplab": DeepLab's depth-multiplier rounding
+
+    @property
+    def pad_pixel(self) -> tuple[float, float, float]:
+        """The raw RGB value the model's normalisation maps to 0 (mmseg: the mean; DeepLab: 127.5): what images
+        are padded with, as the references pad after normalising."""
+        return tuple(-offset / scale for offset, scale in zip(self.input_offset, self.input_scale))
+
+    def resize(self, images, size):
+        """Bilinear resize of [B, h, w, C] to ``size`` with this convention's alignment (``ops.resize_bilinear``)."""
+        from keras_mv2seg.ops import resize_bilinear
+
+        return resize_bilinear(images, size, self.align_corners)
 
 
 _MMSEG_MEAN = (123.675, 116.28, 103.53)
@@ -46,17 +60,17 @@ _MMSEG_STD = (58.395, 57.12, 57.375)
 
 CONVENTIONS = {
     "mmseg": Convention(
-        name="mmseg", padding="mmseg", schedule="mmseg",
+        name="mmseg",
         backbone_bn_epsilon=1e-5, backbone_bn_momentum=0.9, head_bn_epsilon=1e-5,
         input_scale=tuple(1.0 / s for s in _MMSEG_STD),
         input_offset=tuple(-m / s for m, s in zip(_MMSEG_MEAN, _MMSEG_STD)),
-        align_corners=False, channel_rounding="mmseg",
+        align_corners=False,
     ),
     "deeplab": Convention(
-        name="deeplab", padding="deeplab", schedule="deeplab",
+        name="deeplab",
         backbone_bn_epsilon=1e-3, backbone_bn_momentum=0.997, head_bn_epsilon=1e-5,
         input_scale=(2.0 / 255.0,) * 3, input_offset=(-1.0,) * 3,
-        align_corners=True, channel_rounding="deeplab",
+        align_corners=True,
     ),
 }
 
@@ -252,8 +266,9 @@ def _all_keys() -> list[str]:
 
 
 def config_dir() -> Path:
-    """The ``configs/`` folder: ``$KERAS_MV2SEG_CONFIGS`` or the one beside the package (a checkout)."""
-    return Path(os.environ.get("KERAS_MV2SEG_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
+    """The config files: ``$KERAS_MV2SEG_CONFIGS`` or the package's own ``keras_mv2seg/configs/`` (installed with
+    the wheel; a checkout's top-level ``configs`` is a link to it)."""
+    return Path(os.environ.get("KERAS_MV2SEG_CONFIGS", Path(__file__).resolve().parent / "configs"))
 
 
 def list_configs() -> list[str]:

@@ -105,14 +105,6 @@ def format_table(metrics: dict, class_names) -> str:
     return "\n".join(lines)
 
 
-def resize_logits(logits, size, align_corners: bool):
-    """Logits [B, h, w, C] -> [B, H, W, C] with the model's resize convention."""
-    import tensorflow as tf
-
-    return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=align_corners,
-                                     half_pixel_centers=not align_corners)
-
-
 def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255, align_corners: bool = False,
                    predict=None, max_images: int | None = None, on_prediction=None) -> dict:
     """Stream (image, label, name) elements of ``dataset`` through the model and accumulate the metrics.
@@ -123,13 +115,15 @@ def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255,
     The result adds ``images`` (count) and ``confusion`` (the label x prediction matrix) to the metrics."""
     import tensorflow as tf
 
+    from keras_mv2seg.ops import resize_bilinear
+
     predict = predict or (lambda m, x: m(x, training=False))
     accumulator = ConfusionAccumulator(num_classes, ignore_index)
     for index, (image, label, name) in enumerate(dataset):
         if max_images is not None and index >= max_images:
             break
         logits = predict(model, image[None])
-        logits = resize_logits(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
+        logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
         prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
         accumulator.update(prediction.numpy(), label.numpy(), name=name.numpy().decode())
         if on_prediction is not None:

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mv2seg.evaluation import resize_logits
+from keras_mv2seg.config import CONVENTIONS
+from keras_mv2seg.ops import resize_bilinear
 
-# DeepLab pads with the mean pixel, 127.5, which is exactly 0 after its x * 2/255 - 1 scaling.
-DEEPLAB_PAD_VALUE = 127.5
+DEEPLAB = CONVENTIONS["deeplab"]  # the official exported graph's conventions: align_corners, pad with 127.5
 
 
 def predict_labels(model: keras.Model, images) -> tf.Tensor:
@@ -45,15 +45,16 @@ def pad_to_crop_logits(model: keras.Model, images, crop_size) -> tf.Tensor:
     resized = tf.cond(
         tf.logical_and(tf.equal(fit_h, height), tf.equal(fit_w, width)),
         lambda: images,
-        lambda: resize_logits(images, tf.stack([fit_h, fit_w]), align_corners=True),
+        lambda: DEEPLAB.resize(images, tf.stack([fit_h, fit_w])),
     )
-    padded = tf.pad(resized - DEEPLAB_PAD_VALUE, [[0, 0], [0, crop_h - fit_h], [0, crop_w - fit_w], [0, 0]])
-    padded = tf.ensure_shape(padded + DEEPLAB_PAD_VALUE, [None, crop_h, crop_w, 3])
+    pad = tf.constant(DEEPLAB.pad_pixel, tf.float32)  # 127.5: exactly 0 after DeepLab's x * 2/255 - 1
+    padded = tf.pad(resized - pad, [[0, 0], [0, crop_h - fit_h], [0, crop_w - fit_w], [0, 0]])
+    padded = tf.ensure_shape(padded + pad, [None, crop_h, crop_w, 3])
     logits = model(padded, training=False)[:, :fit_h, :fit_w, :]
     return tf.cond(
         tf.logical_and(tf.equal(fit_h, height), tf.equal(fit_w, width)),
         lambda: logits,
-        lambda: resize_logits(logits, tf.stack([height, width]), align_corners=True),
+        lambda: DEEPLAB.resize(logits, tf.stack([height, width])),
     )
 
 
@@ -107,7 +108,7 @@ def multi_scale_flip_logits(model: keras.Model, images, *, scale, ratios=(0.5, 0
             logits = tf.cast(predict(model, batch), tf.float32)
             if flipped:
                 logits = tf.reverse(logits, [2])
-            probabilities = tf.nn.softmax(resize_logits(logits, size, align_corners), axis=-1)
+            probabilities = tf.nn.softmax(resize_bilinear(logits, size, align_corners), axis=-1)
             total = probabilities if total is None else total + probabilities
             runs += 1
     return total / runs

@@ -34,6 +34,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keras_mv2seg.weights import save_weights
+
 DOWNLOAD_TIMEOUT_S = 60  # seconds without data before a download is abandoned (unless a default is set)
 MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2"
 DEEPLAB_BASE = "http://download.tensorflow.org/models"
@@ -233,11 +235,7 @@ def preset_weights(name: str, *, training: bool = False, base_url: str | None = 
         source = _checkpoint_in_tarball(source)
     model = build_segmenter(config, auxiliary=training)
     load_weights(model, source)  # strict: every weight, no unused tensor, no NaN
-    converted.parent.mkdir(parents=True, exist_ok=True)
-    staging = converted.with_name(converted.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(staging)
-    os.replace(staging, converted)
-    return converted
+    return save_weights(model, converted, config)
 
 
 def from_preset(name: str, *, training: bool = False, base_url: str | None = None, presets: dict | None = None):

@@ -5,10 +5,55 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import json
+
 import keras
 import numpy as np
 
 from keras_mv2seg.convert.core import PortReport
+from keras_mv2seg.files import atomic_save
+
+METADATA_KEY = "keras_mv2seg"  # HDF5 root attribute of .weights.h5 files written by save_weights
+
+
+def save_weights(model: keras.Model, path, config=None) -> Path:
+    """Save ``model``'s weights to a ``.weights.h5`` file atomically, with the model's metadata in the file:
+    config name, convention, head, classes and view (``training``: with the auxiliary head, ``inference``).
+    :func:`load_weights` and :func:`build_for_inference` read it instead of guessing from layer names."""
+    from keras_mv2seg import __version__
+    from keras_mv2seg.models.segmenter import model_config_of
+
+    path = Path(os.fspath(path))
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"{path}: Keras weight files must end with .weights.h5")
+    model_config = model_config_of(model)
+    metadata = {"format": 1, "keras_mv2seg": __version__, "config": getattr(config, "name", model.name),
+                "view": "training" if isinstance(model.output, dict) else "inference"}
+    if model_config is not None:
+        metadata.update(convention=model_config.convention, head=model_config.head,
+                        num_classes=model_config.num_classes)
+
+    def save(staging):
+        import h5py
+
+        model.save_weights(staging)
+        with h5py.File(staging, "a") as handle:
+            handle.attrs[METADATA_KEY] = json.dumps(metadata)
+
+    return atomic_save(path, save)
+
+
+def weights_metadata(path) -> dict | None:
+    """The metadata :func:`save_weights` stored in a ``.weights.h5`` file; None for files written otherwise
+    (older releases, plain ``model.save_weights``)."""
+    path = Path(os.fspath(path))
+    if not path.name.endswith(".weights.h5") or not path.is_file():
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        value = handle.attrs.get(METADATA_KEY)
+    return json.loads(value) if value is not None else None
 
 
 def _is_tf_checkpoint(path: Path) -> bool:
@@ -55,6 +100,9 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
             raise ValueError("part/skip_classifier apply to imported checkpoints, not to Keras weight files")
         if not path.is_file():
             raise FileNotFoundError(f"weights file not found: {path}")
+        metadata = weights_metadata(path) or {}
+        if metadata.get("convention"):
+            _require(model, metadata["convention"], path)
         before = [np.array(v) for v in model.weights]
         try:
             model.load_weights(path)
@@ -73,9 +121,16 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
 
 
 def _require(model: keras.Model, convention: str, path: Path):
-    """Refuse to load a checkpoint of one convention into a model of the other."""
-    has_deeplab_head = any(layer.name == "decode_concat_projection_conv" for layer in model.layers)
-    if (convention == "deeplab") != has_deeplab_head:
+    """Refuse to load weights of one convention into a model of the other."""
+    from keras_mv2seg.models.segmenter import model_config_of
+
+    model_config = model_config_of(model)
+    if model_config is not None:
+        mismatch = model_config.convention != convention
+    else:  # a model not built by build_segmenter (e.g. rebuilt by Keras from a saved file): its head tells
+        mismatch = (convention == "deeplab") != any(layer.name == "decode_concat_projection_conv"
+                                                    for layer in model.layers)
+    if mismatch:
         kind = "an official DeepLab" if convention == "deeplab" else "an mmseg"
         raise ValueError(f"{path} is {kind} checkpoint but model {model.name!r} is not built with that "
                          f"convention (model.head/convention in its config)")
@@ -102,7 +157,13 @@ def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
     if weights is None:
         return model
     path = Path(os.fspath(weights))
-    saved = _saved_layer_count(path)
+    metadata = weights_metadata(path)
+    if metadata is not None:
+        if metadata["view"] == "training" and config.model.aux_channels:
+            model = build_segmenter(config, auxiliary=True, **build_kwargs)
+        load_weights(model, path)
+        return inference_model(model)
+    saved = _saved_layer_count(path)  # files without metadata: the layer count tells the view
     if saved is not None and config.model.aux_channels and saved != len(model.layers):
         model = build_segmenter(config, auxiliary=True, **build_kwargs)
         if saved != len(model.layers):

@@ -10,8 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mv2seg.convert.check import main as convert_main
-from keras_mv2seg.cli import run_main
+from keras_mv2seg.cli import convert_main, run_main
 
 
 def main(argv=None) -> int:

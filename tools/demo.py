@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
-from keras_mv2seg.convert.check import synthetic_image  # noqa: E402
+from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
 
 

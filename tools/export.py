@@ -4,12 +4,18 @@
     python tools/export.py CONFIG WEIGHTS --format saved_model [--output saved_models/NAME] [--version 1]
                            [--probabilities] [--pad-to-crop]
     python tools/export.py CONFIG WEIGHTS --format tflite --input-size H W
-                           [--quantization float32|float16|dynamic|int8] [--tflite-output labels|logits]
+                           [--quantization float32|float16|dynamic|int8] [--graph-output labels|logits]
                            [--data-root DIR] [--calibration-images 32] [--output model.tflite]
+    python tools/export.py CONFIG WEIGHTS --format onnx|openvino --input-size H W [--quantization float32|int8]
+                           [--graph-output labels|logits] [--data-root DIR] [--dynamic (onnx)] [--output FILE]
 
 Verification (printed): the SavedModel is reloaded (TF2 and the TF1 session loader TF Serving uses) and
-compared with the Keras model; the TFLite model runs in the LiteRT interpreter and is compared, and its op
-list is printed and checked (no Flex ops, no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND). A failed check exits 1.
+compared with the Keras model; TFLite, ONNX and OpenVINO models are reloaded from the written file, run in
+their runtime (LiteRT, ONNX Runtime, OpenVINO CPU) on images of the config's dataset and compared (class-map
+agreement; max logit difference with --graph-output logits), and their op list is printed (TFLite: checked for
+Flex ops and SPACE_TO_BATCH_ND; int8: the quantize/dequantize ops and, for OpenVINO, the precision each layer
+runs in). Float32 exports must agree to 1e-3 / 99.9 %; int8 agreement is reported. A failed check exits 1.
+int8 calibration uses images of the config's training split (--data-root; the toy configs generate theirs).
 """
 
 import argparse
@@ -23,8 +29,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_mv2seg.cli import add_config_arguments, config_from_args, run_main, UsageError  # noqa: E402
-from keras_mv2seg.convert.check import synthetic_image  # noqa: E402
+from keras_mv2seg.data.sources import has_data, sample_images as data_images  # noqa: E402
+from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
+from keras_mv2seg.export import runtimes  # noqa: E402
 from keras_mv2seg.export import tflite as tflite_export  # noqa: E402
 from keras_mv2seg.inference import pad_to_crop_logits  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
@@ -38,7 +46,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("weights", help=".weights.h5 from training, mmseg .pth or DeepLab TF1 checkpoint")
-    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument("--format", required=True, choices=("saved_model", "tflite", "onnx", "openvino"))
     parser.add_argument("--output", help="saved_model: base folder (default saved_models/<config>); "
                         "tflite: file (default saved_models/<config>_<H>x<W>_<quantization>.tflite)")
     parser.add_argument("--version", type=int, default=1, help="SavedModel version folder")
@@ -46,24 +54,22 @@ def parse_args(argv):
     parser.add_argument("--pad-to-crop", action="store_true",
                         help="SavedModel: the official DeepLab exported-graph behaviour (pad to data.crop_size)")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="TFLite input size")
-    parser.add_argument("--quantization", default="float32", choices=tflite_export.QUANTIZATIONS)
-    parser.add_argument("--tflite-output", default="labels", choices=("labels", "logits"))
+    parser.add_argument("--quantization", default="float32", choices=tflite_export.QUANTIZATIONS,
+                        help="tflite: any; onnx, openvino: float32 or int8")
+    parser.add_argument("--graph-output", "--tflite-output", dest="graph_output", default="labels",
+                        choices=("labels", "logits"), help="tflite/onnx/openvino: class map or logits")
+    parser.add_argument("--dynamic", action="store_true", help="onnx: dynamic height and width (slower)")
     parser.add_argument("--data-root", help="images for int8 calibration and the checks (default: synthetic)")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser.parse_args(argv)
 
 
-def sample_images(config, data_root, count, size=None):
-    """float32 RGB images from the config's validation split (resized to ``size``), else synthetic ones."""
-    if data_root is None and config.data.dataset != "toy":
+def sample_images(config, data_root, count, size=None, split="val"):
+    """Images of the config's data (see data.sources.sample_images), else synthetic toy scenes for the checks."""
+    if not has_data(config, data_root):
         return [synthetic_image(*(size or (256, 512)), seed=i)[0] for i in range(max(count, 1))]
-    from keras_mv2seg.data.sources import evaluation_data
-
-    images = []
-    for image, _, _ in evaluation_data(config, "val", data_root).take(count):
-        images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
-    return images
+    return data_images(config, split, data_root, count, size)
 
 
 def verify_saved_model(path, model, images, pad_to_crop) -> bool:
@@ -91,29 +97,17 @@ def verify_tflite(content, model, images, output, quantization) -> bool:
     problems = tflite_export.check_ops(names)
     print(f"  ops: {', '.join(names)}")
     print(f"  op check: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}")
-    agreements, differences = [], []
-    for image in images[:3]:
-        expected = model(image[None], training=False).numpy()[0]
-        result = tflite_export.run(content, image)
-        labels = result if output == "labels" else result.argmax(-1)
-        agreements.append(float((labels == expected.argmax(-1)).mean()))
-        if output == "logits":
-            differences.append(float(np.abs(result - expected).max()))
-    agreement = min(agreements)
-    line = f"  labels agree with Keras on {100 * agreement:.3f}% of pixels (worst of {len(agreements)} images)"
-    if differences:
-        line += f", max |logit diff| {max(differences):.2e}"
-    exact = quantization == "float32"
-    passed = not problems and (not exact or (agreement >= MIN_AGREEMENT and
-                                             (not differences or max(differences) <= MAX_LOGIT_DIFFERENCE)))
-    print(line + (f" -> {'PASS' if passed else 'FAIL'}" if exact else
-                  f" ({quantization}: reported, not asserted; op check {'PASS' if not problems else 'FAIL'})"))
-    return passed
+    return verify_runtime(tflite_export.runner(content), model, images, output, quantization) and not problems
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_from_args(args)
+    if args.quantization == "int8" and not has_data(config, args.data_root):
+        raise UsageError(f"int8 calibration uses real images of the config's dataset: pass --data-root "
+                         f"({config.name!r} reads {config.data.dataset})")
+    if args.dynamic and args.format != "onnx":
+        raise UsageError("--dynamic applies to --format onnx")
     model = build_for_inference(config, args.weights)
     if args.format == "saved_model":
         pad = tuple(config.data.crop_size) if args.pad_to_crop else None
@@ -128,17 +122,77 @@ def main(argv=None) -> int:
               "assets.extra)")
         return 0 if verify_saved_model(path, model, images, pad) else 1
     if not args.input_size:
-        raise UsageError("--format tflite needs --input-size H W (TFLite models have a fixed input size)")
+        raise UsageError(f"--format {args.format} needs --input-size H W (the export has a fixed input size)")
     size = tuple(args.input_size)
-    count = args.calibration_images if args.quantization == "int8" else 3
-    images = sample_images(config, args.data_root, count, size)
-    content = tflite_export.convert(config, model, size, quantization=args.quantization, output=args.tflite_output,
-                                    representative_images=images)
+    calibration = (sample_images(config, args.data_root, args.calibration_images, size, split="train")
+                   if args.quantization == "int8" else None)
+    images = sample_images(config, args.data_root, 3, size)
+    if args.format in runtimes.RUNTIMES_BY_FORMAT:
+        return export_runtime(args, config, model, size, images, calibration)
+    content = tflite_export.convert(config, model, size, quantization=args.quantization, output=args.graph_output,
+                                    representative_images=calibration or images)
     output = args.output or Path("saved_models") / f"{config.name}_{size[0]}x{size[1]}_{args.quantization}.tflite"
     tflite_export.write(output, content, overwrite=args.overwrite)
     print(f"wrote {output} ({len(content) / 2**20:.1f} MiB, input float32 RGB 0..255 [1, {size[0]}, {size[1]}, 3], "
-          f"output {args.tflite_output})")
-    return 0 if verify_tflite(content, model, images, args.tflite_output, args.quantization) else 1
+          f"output {args.graph_output})")
+    return 0 if verify_tflite(content, model, images, args.graph_output, args.quantization) else 1
+
+
+def export_runtime(args, config, model, size, images, calibration) -> int:
+    """ONNX (ONNX Runtime) or OpenVINO export: convert, quantize, write, reload from the file and verify."""
+    if args.quantization not in ("float32", "int8"):
+        raise UsageError(f"--format {args.format} supports --quantization float32 or int8, not {args.quantization}")
+    suffix = ".onnx" if args.format == "onnx" else ".xml"
+    shape_name = "dynamic" if args.dynamic else f"{size[0]}x{size[1]}"
+    output = Path(args.output or Path("saved_models") / f"{config.name}_{shape_name}_{args.quantization}{suffix}")
+    if args.format == "onnx":
+        content = runtimes.to_onnx(config, model, size, output=args.graph_output, dynamic=args.dynamic)
+        if args.quantization == "int8":
+            content = runtimes.quantize_onnx(content, calibration)
+        runtimes.write_onnx(output, content, overwrite=args.overwrite)
+        run = runtimes.onnx_runner(output)
+        ops = runtimes.onnx_ops(output.read_bytes())
+        written = f"{len(content) / 2**20:.1f} MiB"
+    else:
+        ov_model = runtimes.to_openvino(config, model, size, output=args.graph_output)
+        if args.quantization == "int8":
+            ov_model = runtimes.quantize_openvino(ov_model, calibration)
+        runtimes.save_openvino(ov_model, output, overwrite=args.overwrite)
+        compiled = runtimes.openvino_compile(output, args.quantization)
+        run = runtimes.openvino_runner(output, args.quantization)
+        ops = runtimes.openvino_ops(compiled.get_runtime_model())
+        written = f"{(output.stat().st_size + output.with_suffix('.bin').stat().st_size) / 2**20:.1f} MiB (.xml + .bin)"
+    print(f"wrote {output} ({written}, input float32 RGB 0..255 [1, {shape_name.replace('x', ', ')}, 3], "
+          f"output {args.graph_output})")
+    print(f"  ops: {', '.join(f'{name} x{count}' for name, count in sorted(ops.items()))}")
+    if args.format == "openvino" and args.quantization == "int8":
+        islands = runtimes.openvino_runtime_precisions(compiled)
+        print("  runtime precision per layer type: " + ", ".join(
+            f"{layer} {precision} x{count}" for (layer, precision), count in sorted(islands.items())
+            if layer not in ("Const", "Input", "Output")))
+    return 0 if verify_runtime(run, model, images, args.graph_output, args.quantization) else 1
+
+
+def verify_runtime(run, model, images, output, quantization) -> bool:
+    """Compare a runtime's results with the Keras model on ``images`` (float32 exports must match)."""
+    agreements, differences = [], []
+    for image in images[:3]:
+        expected = model(image[None], training=False).numpy()[0]
+        result = run(np.asarray(image, np.float32)[None])[0]
+        labels = result if output == "labels" else result.argmax(-1)
+        agreements.append(float((labels == expected.argmax(-1)).mean()))
+        if output == "logits":
+            differences.append(float(np.abs(result - expected).max()))
+    agreement = min(agreements)
+    line = f"  labels agree with Keras on {100 * agreement:.3f}% of pixels (worst of {len(agreements)} images)"
+    if differences:
+        line += f", max |logit diff| {max(differences):.2e}"
+    if quantization != "float32":
+        print(line + f" ({quantization}: reported, not asserted; benchmarks/export_quality.py measures its mIoU)")
+        return True
+    passed = agreement >= MIN_AGREEMENT and (not differences or max(differences) <= MAX_LOGIT_DIFFERENCE)
+    print(line + f" -> {'PASS' if passed else 'FAIL'}")
+    return passed
 
 
 if __name__ == "__main__":

@@ -12,26 +12,15 @@ failed conversion leaves no output file that could be mistaken for a good one.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from keras_mv2seg.data.toy import synthetic_image
+from keras_mv2seg.files import refuse_existing, staging_path
+
 # (relative error, max abs difference, class-map agreement) the parity check must meet, per convention.
 TOLERANCES = {"mmseg": (1e-4, 2e-3, 0.9999), "deeplab": (None, 1e-3, 0.999)}
-
-
-def synthetic_image(height: int = 256, width: int = 512, seed: int = 0) -> np.ndarray:
-    """A deterministic RGB street-like scene, float32 0..255 [1, H, W, 3], for checks without data."""
-    rng = np.random.default_rng(seed)
-    rows = np.linspace(0, 1, height)[:, None, None]
-    image = np.where(rows < 0.45, [70, 130, 180], [128, 64, 128]) * np.ones((height, width, 3))
-    for _ in range(6):
-        top, left = rng.integers(0, height // 2), rng.integers(0, width - 20)
-        h, w = rng.integers(height // 8, height // 2), rng.integers(width // 16, width // 4)
-        image[top:top + h, left:left + w] = rng.integers(40, 220, 3)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype("float32")[None]
 
 
 def _nhwc(reference: np.ndarray, num_classes: int) -> np.ndarray:
@@ -55,13 +44,13 @@ def compare(logits: np.ndarray, reference: np.ndarray) -> dict:
 def convert_and_check(config, source, output, *, images=None, reference=None, skip_classifier=False,
                       overwrite=False, log=print) -> dict:
     from keras_mv2seg import build_segmenter, load_weights
+    from keras_mv2seg.weights import save_weights
     from keras_mv2seg.models.segmenter import inference_model
 
     output = Path(output)
     if not output.name.endswith(".weights.h5"):
         raise ValueError(f"output must end with .weights.h5, received {output}")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    refuse_existing(output, overwrite, how="overwrite=True (--overwrite)")
     auxiliary = config.model.aux_channels > 0
     model = build_segmenter(config, auxiliary=auxiliary)
     report = load_weights(model, source, skip_classifier=skip_classifier)
@@ -73,9 +62,7 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
     if reference is not None:
         reference = _nhwc(np.asarray(reference, np.float32), config.model.num_classes)
         if reference.shape[1:3] != logits.shape[1:3]:
-            from keras_mv2seg.evaluation import resize_logits
-
-            reference = resize_logits(reference, logits.shape[1:3], config.model.conventions.align_corners).numpy()
+            reference = config.model.conventions.resize(reference, logits.shape[1:3]).numpy()
         result = compare(logits, reference)
         rel_tol, max_tol, agree_tol = TOLERANCES[config.model.convention]
         passed = (rel_tol is None or result["relative"] <= rel_tol) and result["max_abs"] <= max_tol \
@@ -89,9 +76,9 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
         log(f"[2/3] parity: no reference logits given (--input/--reference); logits on a synthetic image have "
             f"mean {logits.mean():.4f}, std {logits.std():.4f}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(output.name.replace(".weights.h5", ".tmp.weights.h5"))
+    staging = staging_path(output)
     try:
-        model.save_weights(staging)
+        save_weights(model, staging, config)
         fresh = build_segmenter(config, auxiliary=auxiliary)
         load_weights(fresh, staging)
         difference = float(np.abs(np.asarray(inference_model(fresh)(images, training=False)) - logits).max())
@@ -105,32 +92,3 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
         f"-> {'PASS' if difference == 0 else 'FAIL'}")
     summary.update(output=str(output) if summary["passed"] else None, reload_max_abs=difference)
     return summary
-
-
-def main(argv, kind: str) -> int:
-    from keras_mv2seg.cli import add_config_arguments, config_from_args
-
-    source_help = {"mmseg": "mmseg .pth checkpoint", "deeplab": "DeepLab TF1 checkpoint prefix (model.ckpt)"}
-    parser = argparse.ArgumentParser(description=f"Convert an {source_help[kind]} to Keras weights and check it.")
-    add_config_arguments(parser)
-    parser.add_argument("checkpoint", help=source_help[kind])
-    parser.add_argument("--output", help="output .weights.h5 (default: <checkpoint name>.weights.h5 beside it)")
-    parser.add_argument("--input", help=".npy image batch (NHWC RGB 0..255) for the parity check")
-    parser.add_argument("--reference", help=".npy reference logits for --input (NCHW or NHWC)")
-    parser.add_argument("--skip-classifier", action="store_true", help="keep the classifier as initialised")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    args = parser.parse_args(argv)
-    if (args.input is None) != (args.reference is None):
-        parser.error("--input and --reference go together")
-    config = config_from_args(args)
-    if config.model.convention != kind:
-        parser.error(f"config {config.name!r} uses the {config.model.convention} convention, not {kind}")
-    checkpoint = Path(args.checkpoint)
-    output = args.output or str(checkpoint.with_name(checkpoint.name.split(".")[0] + ".weights.h5"))
-    summary = convert_and_check(
-        config, checkpoint, output,
-        images=np.load(args.input) if args.input else None,
-        reference=np.load(args.reference) if args.reference else None,
-        skip_classifier=args.skip_classifier, overwrite=args.overwrite,
-    )
-    return 0 if summary["passed"] else 1

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_mv2seg.data.decode import read_pair
 from keras_mv2seg.data.layouts import Sample
+from keras_mv2seg.files import atomic_write
 
 CACHED_KIND = "cached"
 
@@ -31,9 +32,7 @@ def _key(sample: Sample) -> str:
 
 
 def _write_raw(path: Path, array: np.ndarray):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(struct.pack("<ii", array.shape[0], array.shape[1]) + np.ascontiguousarray(array).tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, struct.pack("<ii", array.shape[0], array.shape[1]) + np.ascontiguousarray(array).tobytes())
 
 
 def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = False) -> list[Sample]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_mv2seg.config import CONVENTIONS, Config
+from keras_mv2seg.config import Config
 from keras_mv2seg.data import augment
 from keras_mv2seg.data.cache import cache_samples, read_raw
 from keras_mv2seg.data.decode import decode_pair, kind_index, map_label  # noqa: F401 - map_label: public here too
@@ -22,9 +22,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def pad_pixel(config: Config) -> tuple[float, float, float]:
-    """The raw RGB value the model's normalisation maps to 0 (mmseg: the mean; DeepLab: 127.5)."""
-    convention = CONVENTIONS[config.model.convention]
-    return tuple(-offset / scale for offset, scale in zip(convention.input_offset, convention.input_scale))
+    """The raw RGB value the model's normalisation maps to 0 (``Convention.pad_pixel``)."""
+    return config.model.conventions.pad_pixel
 
 
 def check_label_values(label, name, config: Config):

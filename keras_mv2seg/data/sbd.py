@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mv2seg.data.layouts import read_split_file, voc_base
+from keras_mv2seg.files import atomic_write
 
 VOC_CLASSES = 21
 
@@ -60,9 +61,7 @@ def _write_if_new(path: Path, data: bytes, overwrite: bool) -> bool:
             return False
         if not overwrite:
             raise FileExistsError(f"{path} exists with other contents; pass overwrite=True (--overwrite) to replace it")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
     return True
 
 

@@ -81,6 +81,21 @@ def evaluation_data(config: Config, split: str = "val", data_root=None) -> tf.da
     return eval_dataset(config, resolve_data_root(config, data_root), split)
 
 
+def has_data(config: Config, data_root=None) -> bool:
+    """Whether images of the config's dataset can be read (a data root, records, TFDS, or the generated toy)."""
+    return bool(data_root or config.data.data_root or config.data.dataset == "toy" or config.data.tfds_data_dir
+                or (config.data.train_records and config.data.val_records))
+
+
+def sample_images(config: Config, split: str, data_root=None, count: int = 8, size=None) -> list:
+    """Up to ``count`` float32 RGB images [H, W, 3] of ``split`` (evaluation input, resized to ``size``): the
+    calibration and check images of the exports and benchmarks."""
+    images = []
+    for image, _, _ in evaluation_data(config, split, data_root).take(count):
+        images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
+    return images
+
+
 def undecodable_files(config: Config, data_root, split: str = "train") -> str:
     """Name the files behind a decode error that TensorFlow's decoders report without a file name: the split
     of a dataset layout is checked file by file (only after such an error)."""

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_mv2seg.data.decode import read_pair
 from keras_mv2seg.data.layouts import Sample
+from keras_mv2seg.files import refuse_existing
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature((), tf.string),
@@ -39,9 +40,8 @@ def write_tfrecords(samples: list[Sample], output_prefix, shards: int = 1, *, re
         raise ValueError(f"shards must be positive, received {shards}")
     prefix = Path(output_prefix)
     paths = [prefix.with_name(f"{prefix.name}-{i:05d}-of-{shards:05d}.tfrecord") for i in range(shards)]
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
+    for path in paths:
+        refuse_existing(path, overwrite, how="overwrite=True (--overwrite)")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
     try:

@@ -87,6 +87,11 @@ def render_scene(rng: np.random.Generator, height: int, width: int):
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
+def synthetic_image(height: int = 256, width: int = 512, seed: int = 0) -> np.ndarray:
+    """One toy scene as a model input, float32 RGB 0..255 [1, H, W, 3]: for checks and exports without data."""
+    return render_scene(np.random.default_rng(seed), height, width)[0].astype(np.float32)[None]
+
+
 def _train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     table = np.full(256, EGO_LABEL_ID, np.uint8)
     table[: len(CITYSCAPES_TRAIN_TO_LABEL_ID)] = CITYSCAPES_TRAIN_TO_LABEL_ID

@@ -16,13 +16,13 @@ exported graph does (larger images are scaled to fit, see ``keras_mv2seg.inferen
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.files import atomic_save
 from keras_mv2seg.inference import pad_to_crop_logits
 
 SERVING_TAG = "serve"
@@ -77,20 +77,12 @@ def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probab
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serve_logits", lambda images: {"logits": logits_fn(images)},
                          input_signature=[images_spec])
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.exists():
-        import shutil
+    def save(tmp):
+        archive.write_out(str(tmp), verbose=False)
+        if warmup_image is not None:
+            write_warmup_requests(tmp, model.name, warmup_image)
 
-        shutil.rmtree(tmp)
-    archive.write_out(str(tmp), verbose=False)
-    if warmup_image is not None:
-        write_warmup_requests(tmp, model.name, warmup_image)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
+    return atomic_save(target, save)
 
 
 def _varint(value: int) -> bytes:

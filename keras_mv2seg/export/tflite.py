@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.files import atomic_write, refuse_existing
 from keras_mv2seg.models.layers import native_depthwise_for_export
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -95,12 +96,23 @@ def interpreter(model_content: bytes, delegates: bool = True, num_threads: int |
     return runner
 
 
+def runner(model_content: bytes, num_threads: int | None = None):
+    """``step(batch float32 [1, H, W, 3]) -> output`` of a converted model (one interpreter, reused)."""
+    model = interpreter(model_content, num_threads=num_threads)
+    input_index = model.get_input_details()[0]["index"]
+    output_index = model.get_output_details()[0]["index"]
+
+    def step(batch):
+        model.set_tensor(input_index, np.asarray(batch, np.float32))
+        model.invoke()
+        return model.get_tensor(output_index)
+
+    return step
+
+
 def run(model_content: bytes, image: np.ndarray) -> np.ndarray:
     """Run one float32 image [H, W, 3] (0..255) through a converted model; returns its single output."""
-    runner = interpreter(model_content)
-    runner.set_tensor(runner.get_input_details()[0]["index"], np.asarray(image, np.float32)[None])
-    runner.invoke()
-    return runner.get_tensor(runner.get_output_details()[0]["index"])[0]
+    return runner(model_content)(np.asarray(image, np.float32)[None])[0]
 
 
 def op_names(model_content: bytes) -> list[str]:
@@ -117,11 +129,4 @@ def check_ops(names) -> list[str]:
 
 
 def write(path, content: bytes, overwrite: bool = False) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    tmp.replace(path)
-    return path
+    return atomic_write(refuse_existing(path, overwrite, how="overwrite=True (--overwrite)"), content)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_mv2seg.config import CONVENTIONS, ModelConfig
+from keras_mv2seg.config import ModelConfig
 from keras_mv2seg.models.initializers import initialization
 from keras_mv2seg.models.layers import (
     AdaptiveAveragePooling2D,
@@ -99,7 +99,7 @@ def sepaspp_head(features, config: ModelConfig):
 def deeplab_head(features, config: ModelConfig):
     """Official DeepLab MobileNetV2 head: image_pooling + aspp0 (in that order) -> concat_projection
     [-> decoder at stride 4] -> logits with bias. Head BN epsilon 1e-5, ReLU, align_corners resizes."""
-    align = CONVENTIONS[config.convention].align_corners
+    align = config.conventions.align_corners
     x = features["c4"]
     pooled = _image_pool(x, config, "decode_image_pooling", align_corners=align)
     aspp0 = conv_bn_act(x, config.decode_channels, 1, "decode_aspp0", init=initialization(config))

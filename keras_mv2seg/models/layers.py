@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_mv2seg.machine import native_dilated_depthwise_supported
 from keras_mv2seg.models.initializers import Initialization
+from keras_mv2seg.ops import resize_bilinear
 
 KERAS_DEFAULTS = Initialization("keras")
 
@@ -122,14 +123,7 @@ class ResizeBilinear(keras.layers.Layer):
 
     def call(self, inputs):
         images, reference = inputs
-        size = tf.shape(reference)[1:3]
-        resized = tf.raw_ops.ResizeBilinear(
-            images=images,
-            size=size,
-            align_corners=self.align_corners,
-            half_pixel_centers=not self.align_corners,
-        )
-        return tf.cast(resized, images.dtype)
+        return resize_bilinear(images, tf.shape(reference)[1:3], self.align_corners)
 
     def compute_output_shape(self, input_shapes):
         images, reference = input_shapes

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_mv2seg.config import CONVENTIONS, ModelConfig
+from keras_mv2seg.config import ModelConfig
 from keras_mv2seg.models import layers
 from keras_mv2seg.models.initializers import initialization
 
@@ -109,19 +109,19 @@ def expanded_channels(in_channels: int, expand_ratio: int, rounding: str) -> int
 
 def mobilenet_v2_features(images, config: ModelConfig) -> dict:
     """Build the backbone on ``images`` (already normalised) and return the named feature tensors."""
-    convention = CONVENTIONS[config.convention]
+    convention = config.conventions
     bn = dict(epsilon=convention.backbone_bn_epsilon, momentum=convention.backbone_bn_momentum,
-              convention=convention.padding, init=initialization(config), role="backbone")
-    x = layers.conv_bn_act(images, scaled_channels(STEM_CHANNELS, config.widen_factor, convention.channel_rounding),
+              convention=convention.name, init=initialization(config), role="backbone")
+    x = layers.conv_bn_act(images, scaled_channels(STEM_CHANNELS, config.widen_factor, convention.name),
                            3, "stem", stride=2, activation="relu6", **bn)
     features = {}
     in_channels = x.shape[-1]
-    for spec in block_schedule(config.output_stride, convention.schedule):
-        out_channels = scaled_channels(spec.out_channels, config.widen_factor, convention.channel_rounding)
+    for spec in block_schedule(config.output_stride, convention.name):
+        out_channels = scaled_channels(spec.out_channels, config.widen_factor, convention.name)
         name = f"block{spec.index}"
         shortcut = x
         if spec.expand_ratio != 1:
-            hidden = expanded_channels(in_channels, spec.expand_ratio, convention.channel_rounding)
+            hidden = expanded_channels(in_channels, spec.expand_ratio, convention.name)
             x = layers.conv_bn_act(x, hidden, 1, f"{name}_expand", activation="relu6", **bn)
         x = layers.depthwise_bn_act(x, 3, f"{name}_depthwise", stride=spec.stride, dilation=spec.dilation,
                                     activation="relu6", implementation=config.depthwise_implementation, **bn)

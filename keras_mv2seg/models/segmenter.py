@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_mv2seg.config import CONVENTIONS, Config, ModelConfig
+from keras_mv2seg.config import Config, ModelConfig
 from keras_mv2seg.models.heads import HEADS, auxiliary_head
 from keras_mv2seg.models.layers import ResizeBilinear
 from keras_mv2seg.models.mobilenet_v2 import FEATURE_BLOCKS, mobilenet_v2_features
@@ -29,7 +29,7 @@ def _model_config(config: Config | ModelConfig) -> tuple[str, ModelConfig]:
 
 def normalize_images(images, model_config: ModelConfig):
     """The reference normalisation, inside the model: mmseg (x - mean) / std, DeepLab x * 2/255 - 1."""
-    convention = CONVENTIONS[model_config.convention]
+    convention = model_config.conventions
     return keras.layers.Rescaling(list(convention.input_scale), list(convention.input_offset), name="normalize")(
         images
     )
@@ -49,7 +49,7 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
         raise ValueError(f"config {name!r} has no auxiliary head (model.aux_channels=0); use auxiliary=False")
     images = keras.Input(tuple(input_shape), batch_size=batch_size, name="images", dtype="float32")
     features = mobilenet_v2_features(normalize_images(images, model_config), model_config)
-    align = CONVENTIONS[model_config.convention].align_corners
+    align = model_config.conventions.align_corners
     logits = ResizeBilinear(align, name="logits", dtype="float32")([HEADS[model_config.head](features, model_config),
                                                                    images])
     if not auxiliary:
@@ -58,6 +58,7 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
         aux_logits = ResizeBilinear(align, name="aux_logits", dtype="float32")(
             [auxiliary_head(features, model_config), images])
         model = keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
+    model.segmenter_config = model_config  # what the model was built from: read by weights.py, never sniffed
     if weights is not None:
         from keras_mv2seg.weights import load_weights
 
@@ -65,11 +66,18 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
     return model
 
 
+def model_config_of(model: keras.Model) -> ModelConfig | None:
+    """The :class:`ModelConfig` a model of :func:`build_segmenter` was built from (None for other models)."""
+    return getattr(model, "segmenter_config", None)
+
+
 def inference_model(model: keras.Model) -> keras.Model:
     """The single-output (``logits``) view of a training model, sharing its weights; identity otherwise."""
     if not isinstance(model.output, dict):
         return model
-    return keras.Model(model.input, model.output["logits"], name=model.name)
+    view = keras.Model(model.input, model.output["logits"], name=model.name)
+    view.segmenter_config = model_config_of(model)
+    return view
 
 
 def intermediate_model(model: keras.Model, names=("c1", "c2", "c3", "c4")) -> keras.Model:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 
@@ -33,94 +32,36 @@ from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, traini
     undecodable_files
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
-from keras_mv2seg.training.losses import SegmentationCrossEntropy
-from keras_mv2seg.training.optimizer import TorchSGD
+from keras_mv2seg.training.distribute import fit, is_chief, make_strategy, set_sync_batchnorm  # noqa: F401
+from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
+from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
+                                           write_text)
+from keras_mv2seg.weights import save_weights
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
-def make_strategy(kind: str) -> tf.distribute.Strategy:
-    if kind == "auto":
-        if os.environ.get("TF_CONFIG"):
-            kind = "multi_worker"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            kind = "mirrored"
-        else:
-            kind = "none"
-    if kind == "none":
-        return tf.distribute.get_strategy()
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+# The writes a crash must not leave half done, as module-level hooks (the fault-injection tests replace them).
+def _atomic_weights(model: keras.Model, path: Path):
+    save_weights(model, path)
 
 
-def is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0
-                                                      and "chief" not in resolver.cluster_spec().as_dict())
+def _atomic_text(path: Path, text: str):
+    write_text(path, text)
 
 
-def set_sync_batchnorm(model: keras.Model, mode: str):
-    """Synchronize BN statistics across replicas: ``heads`` (decode/aux heads), ``all`` or ``none``."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            in_head = layer.name.startswith(("decode_", "aux_"))
-            layer.synchronized = mode == "all" or (mode == "heads" and in_head)
+def _append_line(path: Path, line: str):
+    append_line(path, line)
 
 
-def compile_model(model: keras.Model, config: Config):
-    """The reference recipe: TorchSGD (coupled weight decay) on a per-iteration poly schedule, cross-entropy
-    with ignore label on logits at label size, auxiliary loss weight 0.4."""
-    train = config.train
-    optimizer = TorchSGD(recipe_schedule(train), momentum=train.momentum, coupled_weight_decay=train.weight_decay,
-                         decay_kernels_only=train.weight_decay_on == "kernels")
-    loss = SegmentationCrossEntropy(config.data.ignore_index)
-    if isinstance(model.output, dict):
-        model.compile(optimizer=optimizer, loss={"logits": loss, "aux_logits": loss},
-                      loss_weights={"logits": 1.0, "aux_logits": train.aux_weight}, jit_compile=train.jit_compile)
-    else:
-        model.compile(optimizer=optimizer, loss=loss, jit_compile=train.jit_compile)
-    return optimizer
+def _write_records(path: Path, records: list[dict]):
+    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def with_targets(model: keras.Model):
-    """Map (images, labels) batches to the model's output structure."""
-    if isinstance(model.output, dict):
-        return lambda images, labels: (images, {"logits": labels, "aux_logits": labels})
-    return lambda images, labels: (images, labels)
-
-
-def fit(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, **fit_kwargs):
-    """``model.fit`` under ``strategy``, also MultiWorkerMirroredStrategy.
-
-    Keras 3.15's ``fit`` first builds the compiled loss and metrics from one batch, reducing the distributed
-    batch with ``strategy.reduce`` -- which fails under MultiWorkerMirroredStrategy ("Attempt to convert a
-    value (PerReplica...)", keras-team/keras#20585). So the build is done here, from one local batch inside
-    the scope, and ``fit`` runs in the strategy's scope without the model's recorded strategy, so that it
-    skips that step and still distributes (``distribute_strategy`` falls back to the current scope's). One
-    path for every strategy: single device, mirrored and multi-worker train through the same train step.
-    """
-    local_batch = next(iter(dataset.take(1)))
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    train_step = model.train_step
-    if multi_worker:
-        # Keras reduces each step's logs across workers with strategy.reduce("MEAN", v, axis=0), which rejects
-        # scalars: hand it [1]-shaped logs, which that reduction turns back into scalars.
-        model.train_step = lambda data: {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
-    with strategy.scope():
-        model._symbolic_build(data_batch=local_batch)  # noqa: SLF001 - see the docstring
-        recorded, model._distribute_strategy = model._distribute_strategy, None  # noqa: SLF001
-        try:
-            return model.fit(dataset, **fit_kwargs)
-        finally:
-            model._distribute_strategy = recorded  # noqa: SLF001
-            if multi_worker:
-                del model.train_step
+_read_records = read_records
 
 
 class _Monitor(keras.callbacks.Callback):
@@ -195,7 +136,7 @@ class _Run:
             with self.strategy.scope():
                 self.model = build_segmenter(self.config, auxiliary=self.config.model.aux_channels > 0)
                 set_sync_batchnorm(self.model, self.config.train.sync_batchnorm)
-                self.optimizer = compile_model(self.model, self.config)
+                self.optimizer = compile_model(self.model, self.config, self.schedule)  # one schedule object
                 self.optimizer.build(self.model.trainable_variables)
                 self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         finally:
@@ -280,138 +221,6 @@ class _Run:
             print(message, flush=True)
 
 
-def _atomic_weights(model: keras.Model, path: Path):
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str):
-    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _read_records(path: Path) -> list[dict]:
-    """JSON lines of ``path`` up to the first one a crash cut short (none if the file is absent)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
-
-
-def _write_records(path: Path, records: list[dict]):
-    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _append_line(path: Path, line: str):
-    """Append one line with a single write (a crash can at worst leave it torn, which history() drops)."""
-    with open(path, "a") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-# Settings a run may change when it resumes from a named earlier checkpoint (``resume_from``): they do not
-# change which samples an iteration reads or the model, only the step size and the bookkeeping.
-RECOVERY_FIELDS = ("train.lr", "train.min_lr", "train.log_interval", "train.checkpoint_interval",
-                   "train.eval_interval")
-
-
-def _check_work_dir(work_dir: Path, config: Config, recovering: bool = False):
-    """Write ``config.json``, or check that a resumed run has the same config. Fields a saved config lacks
-    (added to the project after that run) count as their defaults. A work dir whose run never wrote a
-    checkpoint (a start that failed, e.g. on a bad override) takes the new config: there is nothing to mix."""
-    saved = work_dir / "config.json"
-    current = json.loads(str(config))
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
-        defaults = json.loads(str(Config(name=config.name)))
-        changed = sorted(
-            f"{section}.{key}" for section, fields in current.items() if isinstance(fields, dict) and section != "results"
-            for key, value in fields.items()
-            if previous.get(section, {}).get(key, defaults[section].get(key)) != value)
-        if previous.get("name") != config.name:
-            changed.insert(0, "name")
-        started = tf.train.latest_checkpoint(str(work_dir / "checkpoints")) is not None
-        recovery = recovering and changed and set(changed) <= set(RECOVERY_FIELDS)
-        if changed and started and not recovery:
-            allowed = (f"; only {', '.join(RECOVERY_FIELDS)} may change, and only with resume_from "
-                       "(--resume-from)") if recovering else ""
-            raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}){allowed}; "
-                             "use another --work-dir or the same config to resume")
-        if changed:  # a start that never checkpointed, or a recovery: record the config the run goes on with
-            if recovery:
-                with open(work_dir / "config_changes.jsonl", "a") as handle:
-                    handle.write(json.dumps({"changed": {key: _lookup(current, key) for key in changed},
-                                             "previous": {key: _lookup(previous, key) for key in changed}}) + "\n")
-            _atomic_text(saved, json.dumps(current, indent=2))
-    else:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(current, indent=2))
-
-
-def _lookup(config_dict: dict, key: str):
-    section, _, name = key.partition(".")
-    return config_dict.get(section, {}).get(name)
-
-
-def _abandon_after(work_dir: Path, checkpoint: str) -> int:
-    """Resume from the named checkpoint: later checkpoints (a diverged or unwanted continuation) are moved to
-    ``checkpoints/abandoned/`` and later metrics lines to ``metrics.abandoned.jsonl`` -- kept, not replayed.
-    Returns the checkpoint's iteration."""
-    folder = work_dir / "checkpoints"
-    match = re.fullmatch(r"ckpt-(\d+)", Path(checkpoint).name)
-    if not match or not Path(f"{folder / Path(checkpoint).name}.index").is_file():
-        known = sorted(p.name[: -len(".index")] for p in folder.glob("ckpt-*.index"))
-        raise ValueError(f"resume_from {checkpoint!r} is not a checkpoint of {folder} (known: "
-                         f"{', '.join(known) or 'none'})")
-    iteration = int(match.group(1))
-    abandoned = folder / "abandoned"
-    for path in sorted(folder.glob("ckpt-*")):
-        number = int(re.match(r"ckpt-(\d+)", path.name).group(1))
-        if number > iteration:
-            abandoned.mkdir(exist_ok=True)
-            os.replace(path, abandoned / path.name)
-    state = tf.train.get_checkpoint_state(str(folder))
-    kept = [p for p in (state.all_model_checkpoint_paths if state else [])
-            if int(re.search(r"ckpt-(\d+)$", p).group(1)) <= iteration]
-    tf.compat.v1.train.update_checkpoint_state(str(folder), str(folder / Path(checkpoint).name),
-                                     all_model_checkpoint_paths=kept or [str(folder / Path(checkpoint).name)])
-    metrics = work_dir / "metrics.jsonl"
-    records = _read_records(metrics)
-    later = [r for r in records if r["iteration"] > iteration]
-    if later:
-        with open(work_dir / "metrics.abandoned.jsonl", "a") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in later)
-        _write_records(metrics, [r for r in records if r["iteration"] <= iteration])
-    return iteration
-
-
-def _check_seed(work_dir: Path, seed: int):
-    """Record the run's seed in ``<work_dir>/seed.json``; a resumed run must use the same one (its data order,
-    augmentation and dropout draws depend on it)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, received {seed!r}")
-    path = work_dir / "seed.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())["seed"]
-        if previous != seed:
-            raise ValueError(f"{work_dir} holds a run with seed {previous}, received seed {seed}: resume with "
-                             f"the same seed or use another work dir")
-    else:
-        path.write_text(json.dumps({"seed": seed}))
-
-
 def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1,
           resume_from: str | None = None) -> dict:
     """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
@@ -426,10 +235,10 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     replayed), and the settings in :data:`RECOVERY_FIELDS` (the learning rate among them) may differ from the
     recorded config (the change is logged in ``config_changes.jsonl``)."""
     work_dir = Path(work_dir)
-    _check_work_dir(work_dir, config, recovering=resume_from is not None)
+    check_work_dir(work_dir, config, recovering=resume_from is not None)
     if resume_from is not None:
-        _abandon_after(work_dir, resume_from)
-    _check_seed(work_dir, seed)
+        abandon_after(work_dir, resume_from)
+    check_seed(work_dir, seed)
     keras.utils.set_random_seed(seed)
     run = _Run(config, work_dir, data_root, seed, strategy, verbose)
     run.build()

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Every CPU deployment path of each head beside the PyTorch reference, measured alternately in one run.
+
+For every (head, input size) the model is converted once for each runtime x precision (Keras graph, TFLite,
+ONNX Runtime, OpenVINO; float32, bf16, int8), then, for each round, the PyTorch reference
+(``../shared/reference/infer.py``: mmseg 1.2.2, float32, the same thread count) and every path are timed one
+after another: batch 1, forward + resize + argmax + copy of the class map to the host, median of N after a
+warm-up. Printed per path: median latency, ratio to PyTorch's latency in the same round (< 1: faster), pixel
+agreement with the Keras float32 model on two toy scenes at the input size, and the model file size; and the
+machine (CPU model, ISA flags, threads, oneDNN state).
+
+Weights: the toy-trained weights of the head (``work_dirs/toy_<head>/best.weights.h5``, made by
+``benchmarks/export_quality.py``) when present -- the same architecture as the Cityscapes rows -- else random
+weights (then agreement compares near-tied logits and says little; speed does not depend on weights). int8 is
+calibrated on 16 toy scenes. Accuracy (mIoU) of each path: ``benchmarks/export_quality.py``.
+
+    python benchmarks/bench_deploy.py [--heads fcn psp aspp sepaspp] [--sizes 512x1024 512x512] [--rounds 2]
+        [--iters 5] [--paths keras:float32 onnxruntime:int8 ...] [--reference-python PY] [--no-reference]
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import keras_mv2seg  # noqa: E402
+from keras_mv2seg.benchmark import HEAD_CONFIGS, HEAD_TITLES, Reference, parse_size, time_steps  # noqa: E402
+from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
+from keras_mv2seg.export.runtimes import deploy, threads  # noqa: E402
+from keras_mv2seg.machine import describe_machine  # noqa: E402
+
+DEFAULT_PATHS = ["keras:float32", "tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8",
+                 "openvino:float32", "openvino:bf16", "openvino:int8"]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heads", nargs="*", default=list(HEAD_CONFIGS), choices=list(HEAD_CONFIGS))
+    parser.add_argument("--sizes", nargs="*", default=["512x1024", "512x512"])
+    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision pairs")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the reference and every path")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--weights-dir", default="work_dirs", help="folder with toy_<head>/best.weights.h5")
+    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
+    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
+    parser.add_argument("--no-reference", action="store_true")
+    return parser.parse_args(argv)
+
+
+def build(head, shape, weights_dir):
+    config = keras_mv2seg.get_config(HEAD_CONFIGS[head])
+    weights = Path(weights_dir) / f"toy_{head}" / "best.weights.h5"
+    if weights.is_file():
+        from keras_mv2seg.weights import build_for_inference
+
+        toy = keras_mv2seg.get_config("toy").replace(name=f"toy_{head}", head=head)
+        trained = build_for_inference(toy, weights)
+        model = keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1)
+        model.set_weights(trained.get_weights())
+        return config, model, f"toy-trained {weights}"
+    return config, keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1), "random weights"
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = [parse_size(text) for text in args.sizes]
+    paths = [tuple(text.split(":")) for text in args.paths]
+    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    count = threads()
+    print(f"machine: {describe_machine()}")
+    print(f"batch 1, forward + argmax + copy, median of {args.iters} after {args.warmup} warm-up, {args.rounds} "
+          f"alternating rounds, {count} threads everywhere")
+    print(f"reference: {reference.version() + ' float32' if reference else 'not measured -- ' + Reference.missing_reason}")
+    print(f"{'head':11s} {'input':>9s} {'path':22s} {'round':>5s} {'ms':>8s} {'PyTorch ms':>10s} {'x PT':>6s} "
+          f"{'speed-up':>8s} {'agree %':>8s} {'MiB':>6s}")
+    for head in args.heads:
+        for shape in sizes:
+            config, model, source = build(head, shape, args.weights_dir)
+            scenes = [synthetic_image(*shape, seed=100 + i) for i in range(2)]
+            expected = [model(image, training=False).numpy().argmax(-1) for image in scenes]
+            calibration = [synthetic_image(*shape, seed=i)[0] for i in range(16)]
+            deployed = {}
+            for backend, precision in paths:
+                deployed[(backend, precision)] = deploy(backend, config, model, shape, precision=precision,
+                                                        calibration_images=calibration, num_threads=count)
+            agreement = {key: float(np.mean([(runner(image) == labels).mean()
+                                             for image, labels in zip(scenes, expected)]))
+                         for key, runner in deployed.items()}
+            print(f"# {HEAD_TITLES[head]} {shape[0]}x{shape[1]}: {source}", flush=True)
+            for round_index in range(args.rounds):
+                theirs = float("nan")
+                if reference:
+                    line, = reference.run("infer.py", "--heads", head, "--sizes", f"{shape[0]}x{shape[1]}", "--iters",
+                                          args.iters, "--threads", count, "--classes", config.model.num_classes)
+                    theirs = line["median_ms"]
+                for (backend, precision), runner in deployed.items():
+                    ours = 1000 * float(np.median(time_steps(runner, scenes, args.iters, args.warmup)))
+                    size = runner.size_bytes / 2**20 if runner.size_bytes else float("nan")
+                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {backend + ' ' + precision:22s} "
+                          f"{round_index + 1:5d} {ours:8.1f} {theirs:10.1f} {ours / theirs:6.2f} {theirs / ours:8.2f} "
+                          f"{100 * agreement[(backend, precision)]:8.2f} {size:6.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""ONNX Runtime and OpenVINO exports: float32 parity with Keras, int8 quantization, the tools and the shared
+deployment interface. Small models at small sizes; speed is measured by benchmarks/bench_deploy.py, not here."""
+
+import numpy as np
+import pytest
+
+import keras_mv2seg
+from keras_mv2seg.data.toy import synthetic_image
+from keras_mv2seg.export import runtimes
+from tests.conftest import load_tool
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("openvino")
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def small(request):
+    head = getattr(request, "param", "sepaspp")
+    config = keras_mv2seg.get_config("toy", head=head, decode_channels=32, aux_channels=0, c1_channels=16)
+    model = keras_mv2seg.build_segmenter(config)
+    images = [synthetic_image(*SIZE, seed=i) for i in range(3)]
+    return config, model, images
+
+
+def _check_float(run, model, images, output):
+    for image in images:
+        expected = model(image, training=False).numpy()
+        result = run(image)
+        if output == "logits":
+            assert result.shape == expected.shape and np.abs(result - expected).max() <= 1e-3
+        else:
+            assert result.dtype == np.int32 and result.shape == expected.shape[:3]
+            assert (result == expected.argmax(-1)).mean() >= 0.999
+
+
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_onnx_float32_matches_keras_with_native_dilations(small, output):
+    config, model, images = small
+    content = runtimes.to_onnx(config, model, SIZE, output=output)
+    ops = runtimes.onnx_ops(content)
+    assert ops["Conv"] >= 50 and "SpaceToDepth" not in ops and "DepthToSpace" not in ops
+    assert (ops["ArgMax"] == 1) == (output == "labels")
+    _check_float(runtimes.onnx_runner(content), model, images, output)
+
+
+def test_onnx_dynamic_size_runs_any_size(small):
+    config, model, _ = small
+    run = runtimes.onnx_runner(runtimes.to_onnx(config, model, None, output="logits", dynamic=True))
+    for size in ((48, 64), (40, 72)):
+        image = synthetic_image(*size, seed=5)
+        np.testing.assert_allclose(run(image), model(image, training=False).numpy(), atol=1e-3)
+
+
+def test_onnx_int8_is_quantized_per_channel_and_close(small):
+    config, model, images = small
+    calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(4)]
+    content = runtimes.quantize_onnx(runtimes.to_onnx(config, model, SIZE, output="logits"), calibration)
+    ops = runtimes.onnx_ops(content)
+    assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    import onnx
+
+    graph = onnx.load_from_string(content).graph
+    scales = {i.name: i for i in graph.initializer}
+    conv_weight_scales = [node.input[1] for node in graph.node if node.op_type == "DequantizeLinear"
+                          and node.input[0].endswith("_quantized") and scales.get(node.input[1]) is not None
+                          and len(scales[node.input[1]].dims) == 1 and scales[node.input[1]].dims[0] > 1]
+    assert conv_weight_scales, "weights are quantized per channel (one scale per output channel)"
+    expected = model(images[0], training=False).numpy()
+    result = runtimes.onnx_runner(content)(images[0])
+    assert np.abs(result - expected).max() <= 0.25 * np.abs(expected).max() + 1e-6
+    with pytest.raises(ValueError, match="calibration images"):
+        runtimes.quantize_onnx(content, [])
+
+
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_openvino_float32_matches_keras(small, output):
+    config, model, images = small
+    ov_model = runtimes.to_openvino(config, model, SIZE, output=output)
+    assert ov_model.outputs[0].get_any_name() == output
+    # float32 is asked for explicitly: on AVX512_BF16/AMX CPUs OpenVINO's default inference precision is bf16
+    compiled = runtimes.openvino_compile(ov_model, "float32")
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
+    _check_float(runtimes.openvino_runner(ov_model, "float32"), model, images, output)
+    assert runtimes.openvino_runner(ov_model, "bf16")(images[0]).shape[:3] == (1, *SIZE)
+
+
+def test_openvino_int8_with_nncf_runs_convolutions_in_int8(small, tmp_path):
+    config, model, images = small
+    calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(4)]
+    quantized = runtimes.quantize_openvino(runtimes.to_openvino(config, model, SIZE, output="logits"), calibration)
+    assert runtimes.openvino_ops(quantized)["FakeQuantize"] > 10
+    path = runtimes.save_openvino(quantized, tmp_path / "m.xml")
+    assert path.with_suffix(".bin").is_file()
+    precisions = runtimes.openvino_runtime_precisions(runtimes.openvino_compile(path, "int8"))
+    assert any(layer == "Convolution" and precision in ("u8", "i8") for layer, precision in precisions)
+    expected = model(images[0], training=False).numpy()
+    assert np.abs(runtimes.openvino_runner(path, "int8")(images[0]) - expected).max() \
+        <= 0.25 * np.abs(expected).max() + 1e-6
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        runtimes.save_openvino(quantized, path)
+
+
+@pytest.mark.parametrize("backend, precision", [
+    ("keras", "float32"), ("tflite", "int8"), ("onnxruntime", "float32"), ("onnxruntime", "int8"),
+    ("openvino", "float32"), ("openvino", "int8"),
+])
+def test_every_backend_deploys_behind_one_interface(small, backend, precision):
+    config, model, images = small
+    calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(2)]
+    deployed = runtimes.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration)
+    labels = deployed(images[0])
+    assert labels.shape == (1, *SIZE) and labels.dtype == np.int32
+    if precision == "float32":
+        assert (labels == model(images[0], training=False).numpy().argmax(-1)).mean() >= 0.999
+    if backend != "keras":
+        assert deployed.size_bytes > 10_000
+
+
+def test_deploy_refuses_unknown_combinations_and_int8_without_data(small):
+    config, model, _ = small
+    with pytest.raises(ValueError, match="supports precisions"):
+        runtimes.deploy("onnxruntime", config, model, SIZE, precision="float16")
+    with pytest.raises(ValueError, match="int8 needs calibration images"):
+        runtimes.deploy("openvino", config, model, SIZE, precision="int8")
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("fmt, quantization", [("onnx", "float32"), ("onnx", "int8"), ("openvino", "float32"),
+                                               ("openvino", "int8")])
+def test_export_tool_writes_and_verifies_runtime_formats(tiny_toy_root, tmp_path, capsys, fmt, quantization):
+    from keras_mv2seg.cli import UsageError
+
+    config = keras_mv2seg.get_config("toy", data_root=str(tiny_toy_root), decode_channels=32, aux_channels=0)
+    weights = tmp_path / "w.weights.h5"
+    from keras_mv2seg.weights import save_weights
+
+    save_weights(keras_mv2seg.build_segmenter(config), weights, config)
+    output = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
+    argv = ["toy", str(weights), "--format", fmt, "--input-size", "64", "128", "--quantization", quantization,
+            "--data-root", str(tiny_toy_root), "--calibration-images", "4", "--output", str(output),
+            "--cfg-options", "decode_channels=32", "aux_channels=0"]
+    tool = load_tool("export")
+    assert tool.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output}" in printed and "ops: " in printed and "labels agree with Keras" in printed
+    assert ("-> PASS" in printed) == (quantization == "float32")
+    if quantization == "int8":
+        assert ("QuantizeLinear" in printed) if fmt == "onnx" else ("runtime precision per layer type" in printed)
+    with pytest.raises(FileExistsError, match="exists"):
+        tool.main(argv)
+    with pytest.raises(UsageError, match="int8 calibration uses real images"):
+        tool.main(["fcn_m-v2-d8_512x1024_80k_cityscapes", str(weights), "--format", fmt, "--input-size", "64", "128",
+                   "--quantization", "int8", "--output", str(tmp_path / "x")])
+
+
+def test_benchmark_tool_runs_the_runtime_backends(capsys):
+    tool = load_tool("benchmark")
+    assert tool.main(["toy", "--backend", "onnxruntime", "--shape", "64", "128", "--iters", "1", "--warmup", "1",
+                      "--cfg-options", "decode_channels=32", "aux_channels=0"]) == 0
+    assert "toy onnxruntime float32 64x128 batch 1" in capsys.readouterr().out
