@@ -9,10 +9,11 @@ warm-up. Printed per path: median latency, ratio to PyTorch's latency in the sam
 agreement with the Keras float32 model on two toy scenes at the input size, and the model file size; and the
 machine (CPU model, ISA flags, threads, oneDNN state).
 
-Weights: the toy-trained weights of the head (``work_dirs/toy_<head>/best.weights.h5``, made by
-``benchmarks/export_quality.py``) when present -- the same architecture as the Cityscapes rows -- else random
-weights (then agreement compares near-tied logits and says little; speed does not depend on weights). int8 is
-calibrated on 16 toy scenes. Accuracy (mIoU) of each path: ``benchmarks/export_quality.py``.
+Weights: the head's Cityscapes architecture trained on the toy data (``keras_mv2seg.benchmark.toy_trained``,
+trained once and reused from work_dirs/), so that the agreement compares logits with real class margins (on
+random weights most pixels are near-ties and any rounding flips them); speed does not depend on the weights.
+int8 is calibrated on 16 toy scenes at the input size. Accuracy (mIoU) of each path:
+``benchmarks/export_quality.py``.
 
     python benchmarks/bench_deploy.py [--heads fcn psp aspp sepaspp] [--sizes 512x1024 512x512] [--rounds 2]
         [--iters 5] [--paths keras:float32 onnxruntime:int8 ...] [--reference-python PY] [--no-reference]
@@ -21,17 +22,18 @@ calibrated on 16 toy scenes. Accuracy (mIoU) of each path: ``benchmarks/export_q
 import argparse
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.benchmark import HEAD_CONFIGS, HEAD_TITLES, Reference, parse_size, time_steps  # noqa: E402
+from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, parse_size, time_steps,  # noqa: E402
+                                    toy_trained)
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.export.runtimes import deploy, threads  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
+from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
 DEFAULT_PATHS = ["keras:float32", "tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8",
                  "openvino:float32", "openvino:bf16", "openvino:int8"]
@@ -45,25 +47,17 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the reference and every path")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--weights-dir", default="work_dirs", help="folder with toy_<head>/best.weights.h5")
     parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
     parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
     parser.add_argument("--no-reference", action="store_true")
     return parser.parse_args(argv)
 
 
-def build(head, shape, weights_dir):
-    config = keras_mv2seg.get_config(HEAD_CONFIGS[head])
-    weights = Path(weights_dir) / f"toy_{head}" / "best.weights.h5"
-    if weights.is_file():
-        from keras_mv2seg.weights import build_for_inference
-
-        toy = keras_mv2seg.get_config("toy").replace(name=f"toy_{head}", head=head)
-        trained = build_for_inference(toy, weights)
-        model = keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1)
-        model.set_weights(trained.get_weights())
-        return config, model, f"toy-trained {weights}"
-    return config, keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1), "random weights"
+def build(head, shape):
+    config, weights = toy_trained(head)
+    model = keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1)
+    model.set_weights(build_for_inference(config, weights).get_weights())
+    return config, model, f"toy-trained {weights}"
 
 
 def main(argv=None) -> int:
@@ -80,7 +74,7 @@ def main(argv=None) -> int:
           f"{'speed-up':>8s} {'agree %':>8s} {'MiB':>6s}")
     for head in args.heads:
         for shape in sizes:
-            config, model, source = build(head, shape, args.weights_dir)
+            config, model, source = build(head, shape)
             scenes = [synthetic_image(*shape, seed=100 + i) for i in range(2)]
             expected = [model(image, training=False).numpy().argmax(-1) for image in scenes]
             calibration = [synthetic_image(*shape, seed=i)[0] for i in range(16)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Accuracy of every deployment path: for each head, train the toy config with that head (resumes/reuses
-work_dirs/toy_<head>), convert it for every runtime x precision (TFLite, ONNX Runtime, OpenVINO; float32, bf16,
+"""Accuracy of every deployment path: for each head, train its full M-V2-D8 Cityscapes architecture on the toy
+dataset with the toy recipe (``keras_mv2seg.benchmark.toy_trained``; resumes/reuses
+work_dirs/toy_m-v2-d8_<head>), convert it for every runtime x precision (TFLite, ONNX Runtime, OpenVINO; float32, bf16,
 int8 calibrated on toy *training* images), run the toy val split through each, and report per path the toy val
 mIoU, its change from the Keras float32 model, and the pixel agreement with Keras, all in the same run. A path
 whose agreement is below 99 % or whose mIoU drops more than 0.5 points is flagged ``LOW``.
@@ -17,11 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-import keras_mv2seg  # noqa: E402
+from keras_mv2seg.benchmark import toy_trained  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, sample_images  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
 from keras_mv2seg.export.runtimes import deploy  # noqa: E402
-from keras_mv2seg.training import train  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
 DEFAULT_PATHS = ["tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8", "openvino:float32",
@@ -41,9 +41,8 @@ def main(argv=None) -> int:
     print(f"machine: {describe_machine()}")
     print(f"{'head':8s} {'path':22s} {'mIoU':>7s} {'vs Keras':>8s} {'agree %':>8s} {'MiB':>6s}")
     for head in args.heads:
-        config = keras_mv2seg.get_config("toy").replace(name=f"toy_{head}", head=head, max_iters=args.max_iters)
-        train(config, os.path.join("work_dirs", config.name), verbose=0)
-        model = build_for_inference(config, os.path.join("work_dirs", config.name, "best.weights.h5"))
+        config, weights = toy_trained(head, args.max_iters)
+        model = build_for_inference(config, weights)
         val = [(image.numpy(), label.numpy()) for image, label, _ in evaluation_data(config, "val")]
         calibration = sample_images(config, "train", count=args.calibration)
         size = val[0][0].shape[:2]

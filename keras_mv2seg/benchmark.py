@@ -24,6 +24,24 @@ DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "refere
 DEFAULT_REFERENCE_VENV = Path.home() / ".cache" / "keras_mv2seg" / "mmseg-ref"
 
 
+def toy_trained(head: str, max_iters: int = 300, work_root="work_dirs", verbose: int = 0):
+    """(config, best weights) of the head's full M-V2-D8 Cityscapes architecture trained on the toy dataset with
+    the toy recipe (128x128 crops, batch 8, ``max_iters``): real weights with real class margins for the
+    deployment accuracy checks, at no download. Resumes or reuses ``<work_root>/toy_m-v2-d8_<head>``."""
+    from keras_mv2seg.config import get_config
+    from keras_mv2seg.training import train
+
+    toy = get_config("toy")
+    config = get_config(HEAD_CONFIGS[head]).replace(
+        name=f"toy_m-v2-d8_{head}", dataset="toy", data_root=toy.data.data_root, crop_size=toy.data.crop_size,
+        base_scale=toy.data.base_scale, max_iters=max_iters, batch_size=toy.train.batch_size,
+        eval_interval=min(toy.train.eval_interval, max_iters), checkpoint_interval=min(toy.train.eval_interval,
+                                                                                       max_iters))
+    work_dir = Path(work_root) / config.name
+    train(config, work_dir, verbose=verbose)
+    return config, work_dir / "best.weights.h5"
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``"512x1024"`` -> (512, 1024); ValueError naming the text otherwise."""
     try:

@@ -12,6 +12,11 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.data.sources import evaluation_data
+from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
+from keras_mv2seg.ops import resize_bilinear
 
 __all__ = ["ConfusionAccumulator", "compute_metrics", "format_table"]
 
@@ -113,10 +118,6 @@ def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255,
     ``predict(model, image[1, h, w, 3]) -> logits`` replaces the plain whole-image forward (slide or
     multi-scale inference); ``on_prediction(name, class_map)`` sees every prediction (submission export).
     The result adds ``images`` (count) and ``confusion`` (the label x prediction matrix) to the metrics."""
-    import tensorflow as tf
-
-    from keras_mv2seg.ops import resize_bilinear
-
     predict = predict or (lambda m, x: m(x, training=False))
     accumulator = ConfusionAccumulator(num_classes, ignore_index)
     for index, (image, label, name) in enumerate(dataset):
@@ -138,8 +139,6 @@ def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
     ``whole`` (one forward pass on the image resized by the test rule), ``slide`` (``crop`` windows, default
     the crop size, at ``stride``, default 2/3 of the window) or ``pad`` (the official DeepLab evaluation: the
     image at its own size padded to the crop size, e.g. 513x513 for PASCAL VOC)."""
-    from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
-
     mode = mode or config.data.test_mode
     crop = tuple(crop or config.data.crop_size)
     if mode == "slide":
@@ -153,8 +152,6 @@ def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
 def evaluate(model, config, split: str = "val", data_root=None, *, predict=None, **options) -> dict:
     """Score ``model`` on ``split`` of the config's data source with the config's conventions (test mode,
     resize alignment, classes, ignore index); ``options`` go to :func:`evaluate_model`."""
-    from keras_mv2seg.data.sources import evaluation_data
-
     return evaluate_model(model, evaluation_data(config, split, data_root), config.model.num_classes,
                           ignore_index=config.data.ignore_index, align_corners=config.model.conventions.align_corners,
                           predict=predict or test_predictor(config), **options)

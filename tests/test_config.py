@@ -10,10 +10,11 @@ from keras_mv2seg.config import ModelConfig, get_config, list_configs
 TABLE = [f"{h}_m-v2-d8_{suffix}" for h in ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
          for suffix in ("512x1024_80k_cityscapes", "512x512_160k_ade20k")]
 OFFICIAL = ["deeplab_mnv2_cityscapes", "deeplab_mnv2_pascal", "deeplab_mnv2_dm05_pascal", "deeplab_mnv2_ade20k"]
+VOC = [f"{h}_m-v2-d8_512x512_20k_voc12aug" for h in ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")]
 
 
 def test_every_table_row_and_official_model_has_a_config():
-    assert sorted(TABLE + OFFICIAL + ["toy"]) == list_configs()
+    assert sorted(TABLE + OFFICIAL + VOC + ["toy"]) == list_configs()
 
 
 @pytest.mark.parametrize("name", TABLE)

@@ -263,3 +263,11 @@ def test_train_and_test_deeplab_voc_from_the_tools(voc_root, tmp_path, capsys):
     assert "pottedplant" in printed and "mode pad" in printed
     result = json.loads(out.read_text())
     assert result["images"] == 2 and set(result["per_class"]) >= {"background", "car", "person", "tvmonitor"}
+    # prediction with the VOC palette
+    image = sorted(voc_root.joinpath(*VOC, "JPEGImages").glob("*.jpg"))[0]
+    assert load_tool("predict").main(["deeplab_mnv2_pascal", str(work / "best.weights.h5"), str(image), "--out-dir",
+                                      str(tmp_path / "pred")]) == 0
+    written = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert len(written) == 2, written
+    class_map = next(p for p in (tmp_path / "pred").iterdir() if "overlay" not in p.name)
+    assert set(np.unique(np.asarray(Image.open(class_map)))) <= set(range(21))

@@ -18,7 +18,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_mv2seg.config import Config
+from keras_mv2seg.data.check import check_dataset
 from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
+from keras_mv2seg.data.toy import ensure_toy_dataset
 
 
 def _records(config: Config, split: str) -> str:
@@ -44,8 +46,6 @@ def resolve_data_root(config: Config, data_root=None) -> Path:
         raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
     root = Path(root)
     if config.data.dataset == "toy":
-        from keras_mv2seg.data.toy import ensure_toy_dataset
-
         ensure_toy_dataset(root)
     return root
 
@@ -101,8 +101,6 @@ def undecodable_files(config: Config, data_root, split: str = "train") -> str:
     of a dataset layout is checked file by file (only after such an error)."""
     if source_kind(config, split) != "layout" or not (data_root or config.data.data_root):
         return f"the {source_kind(config, split)} data of {config.name!r} hold a corrupt image or label"
-    from keras_mv2seg.data.check import check_dataset
-
     root = data_root or config.data.data_root
     _, problems = check_dataset(config.data.dataset, root, splits=[split])
     if not problems:

@@ -23,14 +23,21 @@ Runtime packages are optional extras: ``pip install -e '.[onnx]'`` / ``'.[openvi
 
 from __future__ import annotations
 
+import importlib
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.export import tflite
+from keras_mv2seg.export.saved_model import export_saved_model
+from keras_mv2seg.export.tflite import native_model
 from keras_mv2seg.files import atomic_save, atomic_write, refuse_existing
+from keras_mv2seg.models.layers import native_depthwise_for_export
+from keras_mv2seg.models.segmenter import build_segmenter
 
 RUNTIMES = ("onnxruntime", "openvino")
 RUNTIMES_BY_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}
@@ -39,8 +46,6 @@ ONNX_OPSET = 17
 
 
 def _require(module: str, extra: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -49,14 +54,10 @@ def _require(module: str, extra: str):
 
 def labels_function(config, model, input_size, *, output: str = "labels", dynamic: bool = False):
     """(tf.function, input signature) of the export graph at ``input_size`` (H, W); ``dynamic``: any size."""
-    from keras_mv2seg.export.tflite import native_model
-
     if output not in ("labels", "logits"):
         raise ValueError(f"output must be 'labels' or 'logits', received {output!r}")
     shape = (None, None) if dynamic else tuple(int(v) for v in input_size)
     if dynamic:
-        from keras_mv2seg.models.segmenter import build_segmenter
-
         native = build_segmenter(config.replace(depthwise_implementation="native"), batch_size=1)
         native.set_weights(model.get_weights())
     else:
@@ -76,19 +77,45 @@ def labels_function(config, model, input_size, *, output: str = "labels", dynami
 
 def to_onnx(config, model, input_size, *, output: str = "labels", dynamic: bool = False) -> bytes:
     """ONNX model bytes (opset 17) of the export graph."""
-    from keras_mv2seg.models.layers import native_depthwise_for_export
-
     tf2onnx = _require("tf2onnx", "onnx")
     function, signature = labels_function(config, model, input_size, output=output, dynamic=dynamic)
     with native_depthwise_for_export():
         proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=ONNX_OPSET,
                                                  output_path=None)
+    if dynamic:
+        explicit_same_padding(proto)
     return proto.SerializeToString()
+
+
+def explicit_same_padding(proto):
+    """Rewrite stride-1 ``Conv`` nodes with ``auto_pad=SAME_*`` (what tf2onnx emits when the size is unknown) to
+    explicit pads: ONNX Runtime refuses dilation with SAME auto-padding. For stride 1 'same' pads
+    ``dilation * (kernel - 1)`` in total, the extra pixel (even kernels) after (SAME_UPPER) or before."""
+    from onnx import helper
+
+    weights = {tensor.name: tuple(tensor.dims) for tensor in proto.graph.initializer}
+    for node in proto.graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attributes.get("auto_pad", b"NOTSET")
+        if node.op_type != "Conv" or mode not in (b"SAME_UPPER", b"SAME_LOWER"):
+            continue
+        kernel = attributes.get("kernel_shape") or weights.get(node.input[1], ())[2:]
+        strides = attributes.get("strides") or [1] * len(kernel)
+        if not kernel or any(s != 1 for s in strides):
+            continue
+        dilations = attributes.get("dilations") or [1] * len(kernel)
+        totals = [d * (k - 1) for d, k in zip(dilations, kernel)]
+        small = [t // 2 for t in totals]
+        large = [t - t // 2 for t in totals]
+        begin, end = (small, large) if mode == b"SAME_UPPER" else (large, small)
+        kept = [a for a in node.attribute if a.name != "auto_pad"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", begin + end)])
+    return proto
 
 
 class ImageReader:
     """ONNX Runtime calibration reader over float32 images [H, W, 3]."""
-
     def __init__(self, input_name: str, images):
         self._items = iter([{input_name: np.asarray(image, np.float32)[None]} for image in images])
 
@@ -99,8 +126,6 @@ class ImageReader:
 def quantize_onnx(content: bytes, calibration_images) -> bytes:
     """Static QDQ int8 quantization of ONNX bytes: per-channel symmetric int8 weights, uint8 activations
     calibrated (min/max) on ``calibration_images``."""
-    import tempfile
-
     onnx = _require("onnx", "onnx")
     _require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -130,8 +155,6 @@ def onnx_ops(content: bytes) -> Counter:
 
 def to_openvino(config, model, input_size, *, output: str = "labels"):
     """``openvino.Model`` of the export graph (weights kept in float32)."""
-    from keras_mv2seg.models.layers import native_depthwise_for_export
-
     ov = _require("openvino", "openvino")
     function, signature = labels_function(config, model, input_size, output=output)
     with native_depthwise_for_export():
@@ -158,7 +181,6 @@ def save_openvino(ov_model, path, overwrite: bool = False) -> Path:
     if path.suffix != ".xml":
         raise ValueError(f"OpenVINO models are written as .xml (+ .bin), received {path}")
     refuse_existing(path, overwrite, how="overwrite=True (--overwrite)")
-    import tempfile
 
     with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as folder:
         staged = Path(folder) / path.name
@@ -235,7 +257,6 @@ BACKENDS = {"keras": ("float32",), "saved_model": ("float32",),
 class Deployed:
     """A model prepared for one backend and precision: ``step(batch float32 [1, H, W, 3] 0..255)`` returns the
     int32 class map [1, H, W] as NumPy (the copy to the host included); ``size_bytes``: the model file."""
-
     def __init__(self, step, size_bytes: int | None):
         self.step, self.size_bytes = step, size_bytes
 
@@ -257,18 +278,12 @@ def deploy(backend: str, config, model, input_size, *, precision: str = "float32
                               jit_compile=xla)
         return Deployed(lambda batch: predict(tf.constant(batch)).numpy(), None)
     if backend == "saved_model":
-        import tempfile
-
-        from keras_mv2seg.export.saved_model import export_saved_model
-
         path = export_saved_model(model, tempfile.mkdtemp(prefix="keras_mv2seg_sm_"))
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
         return Deployed(lambda batch: serve(images=tf.constant(np.round(batch).astype(np.uint8)))["labels"].numpy(),
                         size)
     if backend == "tflite":
-        from keras_mv2seg.export import tflite
-
         content = tflite.convert(config, model, input_size, quantization=precision, output="labels",
                                  representative_images=calibration_images)
         return Deployed(tflite.runner(content, num_threads), len(content))
@@ -280,7 +295,6 @@ def deploy(backend: str, config, model, input_size, *, precision: str = "float32
     ov_model = to_openvino(config, model, input_size)
     if precision == "int8":
         ov_model = quantize_openvino(ov_model, calibration_images)
-    import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         path = save_openvino(ov_model, Path(folder) / "model.xml")
