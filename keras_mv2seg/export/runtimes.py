@@ -143,7 +143,21 @@ def quantize_onnx(content: bytes, calibration_images) -> bytes:
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        return quantized.read_bytes()
+        proto = onnx.load(str(quantized))
+    return argmax_on_quantized(proto).SerializeToString()
+
+
+def argmax_on_quantized(proto):
+    """Let ``ArgMax`` read the uint8 tensor instead of its ``DequantizeLinear`` output: dequantization with one
+    positive scale is strictly increasing, so the argmax (ties included) is the same, and the full-resolution
+    float copy of the logits disappears."""
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    scalars = {tensor.name for tensor in proto.graph.initializer if len(tensor.dims) == 0}
+    for node in proto.graph.node:
+        source = producers.get(node.input[0]) if node.op_type == "ArgMax" else None
+        if source is not None and source.op_type == "DequantizeLinear" and source.input[1] in scalars:
+            node.input[0] = source.input[0]
+    return proto
 
 
 def onnx_ops(content: bytes) -> Counter:
