@@ -12,7 +12,7 @@ machine (CPU model, ISA flags, threads, oneDNN state).
 Weights: the head's Cityscapes architecture trained on the toy data (``keras_mv2seg.benchmark.toy_trained``,
 trained once and reused from work_dirs/), so that the agreement compares logits with real class margins (on
 random weights most pixels are near-ties and any rounding flips them); speed does not depend on the weights.
-int8 is calibrated on 16 toy scenes at the input size. Accuracy (mIoU) of each path:
+int8 is calibrated on 8 toy scenes at the input size. Accuracy (mIoU) of each path:
 ``benchmarks/export_quality.py``.
 
     python benchmarks/bench_deploy.py [--heads fcn psp aspp sepaspp] [--sizes 512x1024 512x512] [--rounds 2]
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             config, model, source = build(head, shape)
             scenes = [synthetic_image(*shape, seed=100 + i) for i in range(2)]
             expected = [model(image, training=False).numpy().argmax(-1) for image in scenes]
-            calibration = [synthetic_image(*shape, seed=i)[0] for i in range(16)]
+            calibration = [synthetic_image(*shape, seed=i)[0] for i in range(8)]
             deployed = {}
             for backend, precision in paths:
                 deployed[(backend, precision)] = deploy(backend, config, model, shape, precision=precision,
