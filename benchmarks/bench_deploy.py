@@ -80,8 +80,13 @@ def main(argv=None) -> int:
             calibration = [synthetic_image(*shape, seed=i)[0] for i in range(8)]
             deployed = {}
             for backend, precision in paths:
-                deployed[(backend, precision)] = deploy(backend, config, model, shape, precision=precision,
-                                                        calibration_images=calibration, num_threads=count)
+                try:
+                    deployed[(backend, precision)] = deploy(backend, config, model, shape, precision=precision,
+                                                            calibration_images=calibration, num_threads=count)
+                except Exception as error:  # a runtime that cannot compile this graph: reported, not fatal
+                    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {backend + ' ' + precision:22s} "
+                          f"FAILED: {reason[:160]}", flush=True)
             agreement = {key: float(np.mean([(runner(image) == labels).mean()
                                              for image, labels in zip(scenes, expected)]))
                          for key, runner in deployed.items()}

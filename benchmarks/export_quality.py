@@ -54,7 +54,12 @@ def main(argv=None) -> int:
         keras_miou = 100 * keras_scores.result()["mIoU"]
         print(f"{head:8s} {'keras float32':22s} {keras_miou:7.2f} {0:8.2f} {100:8.2f} {'':>6s}", flush=True)
         for backend, precision in (tuple(text.split(":")) for text in args.paths):
-            runner = deploy(backend, config, model, size, precision=precision, calibration_images=calibration)
+            try:
+                runner = deploy(backend, config, model, size, precision=precision, calibration_images=calibration)
+            except Exception as error:  # a runtime that cannot compile this graph: reported, not fatal
+                reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                print(f"{head:8s} {backend + ' ' + precision:22s} FAILED: {reason[:160]}", flush=True)
+                continue
             scores = ConfusionAccumulator(config.model.num_classes)
             agreement = []
             for (image, label), reference in zip(val, references):
