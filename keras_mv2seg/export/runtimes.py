@@ -178,14 +178,27 @@ def to_openvino(config, model, input_size, *, output: str = "labels"):
     return converted
 
 
-def quantize_openvino(ov_model, calibration_images):
-    """NNCF post-training int8 quantization of an ``openvino.Model`` (performance preset: symmetric
-    activations and per-channel symmetric weights), calibrated on ``calibration_images``."""
+def quantize_openvino(ov_model, calibration_images, preset: str = "performance"):
+    """NNCF post-training int8 quantization of an ``openvino.Model`` (``performance`` preset: symmetric
+    activations and per-channel symmetric weights; ``mixed``: asymmetric activations), calibrated on
+    ``calibration_images``."""
     nncf = _require("nncf", "openvino")
     images = [np.asarray(image, np.float32)[None] for image in calibration_images or []]
     if not images:
         raise ValueError("int8 quantization needs calibration images (real images of the config's dataset)")
-    return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE)
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images), preset=presets[preset])
+
+
+def quantize_openvino_compilable(ov_model, calibration_images):
+    """int8 with the performance preset, or, where OpenVINO's CPU plugin cannot compile that graph (PSPNet's
+    pooling branches fail its oneDNN post-ops check in OpenVINO 2026.4), the mixed preset."""
+    quantized = quantize_openvino(ov_model, calibration_images)
+    try:
+        openvino_compile(quantized, "int8")
+        return quantized
+    except RuntimeError:
+        return quantize_openvino(ov_model, calibration_images, preset="mixed")
 
 
 def save_openvino(ov_model, path, overwrite: bool = False) -> Path:
@@ -308,8 +321,7 @@ def deploy(backend: str, config, model, input_size, *, precision: str = "float32
         return Deployed(onnx_runner(content, num_threads), len(content))
     ov_model = to_openvino(config, model, input_size)
     if precision == "int8":
-        ov_model = quantize_openvino(ov_model, calibration_images)
-
+        ov_model = quantize_openvino_compilable(ov_model, calibration_images)
     with tempfile.TemporaryDirectory() as folder:
         path = save_openvino(ov_model, Path(folder) / "model.xml")
         size = path.stat().st_size + path.with_suffix(".bin").stat().st_size
