@@ -187,7 +187,12 @@ def quantize_openvino(ov_model, calibration_images, preset: str = "performance")
     if not images:
         raise ValueError("int8 quantization needs calibration images (real images of the config's dataset)")
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
-    return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images), preset=presets[preset])
+    # Concatenations stay in float: DeepLabV3+'s decoder concatenates the upsampled ASPP output with the projected
+    # low-level features, whose ranges differ widely, and one shared int8 scale crushed the low-level branch (82 %
+    # agreement, -17 mIoU on the toy model). The converted graph does not keep the layer names, so by type.
+    keep_float = nncf.IgnoredScope(types=["Concat"], validate=False)
+    return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images), preset=presets[preset],
+                         ignored_scope=keep_float)
 
 
 def quantize_openvino_compilable(ov_model, calibration_images):
