@@ -36,7 +36,7 @@ from keras_mv2seg.training.distribute import fit, is_chief, make_strategy, set_s
 from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
 from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
-                                           write_text)
+                                           write_records, write_text)
 from keras_mv2seg.weights import save_weights
 
 
@@ -57,11 +57,6 @@ def _append_line(path: Path, line: str):
     append_line(path, line)
 
 
-def _write_records(path: Path, records: list[dict]):
-    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-_read_records = read_records
 
 
 class _Monitor(keras.callbacks.Callback):
@@ -178,7 +173,7 @@ class _Run:
                 _atomic_weights(self.model, self.work_dir / "best.weights.h5")
                 _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
             if len(history) != len(recorded):  # re-validation of a recorded iteration: replace its line
-                _write_records(self.metrics_file, history + [record])
+                write_records(self.metrics_file, history + [record])
             else:
                 _append_line(self.metrics_file, json.dumps(record))
         self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
@@ -186,7 +181,7 @@ class _Run:
 
     def history(self) -> list[dict]:
         """The metrics lines; a last line cut short by a crash is dropped (and removed by :meth:`repair`)."""
-        return _read_records(self.metrics_file)
+        return read_records(self.metrics_file)
 
     def repair(self, iteration: int):
         """Finish what a crash left half done at ``iteration`` (the restored checkpoint's): remove stale
@@ -200,7 +195,7 @@ class _Run:
                 self.log(f"removed {stale.name}, left by an interrupted write")
         history = self.history()
         if self.metrics_file.is_file() and len(self.metrics_file.read_text().splitlines()) != len(history):
-            _write_records(self.metrics_file, history)
+            write_records(self.metrics_file, history)
             self.log(f"dropped a metrics line cut short by an interrupted write in {self.metrics_file.name}")
         train = self.config.train
         if iteration == 0 or not (iteration % train.eval_interval == 0 or iteration >= train.max_iters):
