@@ -22,7 +22,11 @@ __all__ = [
     "get_config", "list_configs", "config_dir",
 ]
 
-HEADS = ("fcn", "psp", "aspp", "sepaspp", "deeplab")
+# The vocabularies of the model section, each written once; the model code imports them from here.
+HEADS = {"fcn": "mmseg", "psp": "mmseg", "aspp": "mmseg", "sepaspp": "mmseg",  # head -> the convention it needs
+         "deeplab": "deeplab"}  # builders: models.heads.<name>_head
+OUTPUT_STRIDES = (8, 16, 32)
+DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,11 @@ class ModelConfig:
     init: str = "reference"  # reference: as the convention's reference draws it | keras: Keras' defaults
 
     def __post_init__(self):
-        _choice("model", "head", self.head, HEADS)
+        _choice("model", "head", self.head, tuple(HEADS))
         _choice("model", "convention", self.convention, tuple(CONVENTIONS))
-        _choice("model", "output_stride", self.output_stride, (8, 16, 32))
+        _choice("model", "output_stride", self.output_stride, OUTPUT_STRIDES)
         _choice("model", "decoder_stride", self.decoder_stride, (0, 4))
-        _choice("model", "depthwise_implementation", self.depthwise_implementation, ("portable", "native"))
+        _choice("model", "depthwise_implementation", self.depthwise_implementation, DEPTHWISE_IMPLEMENTATIONS)
         _choice("model", "init", self.init, ("reference", "keras"))
         for name in ("num_classes", "widen_factor", "decode_channels", "c1_channels"):
             _positive("model", name, getattr(self, name))
@@ -115,11 +119,9 @@ class ModelConfig:
             raise ValueError(f"model.aux_channels must be an int >= 0 (0: no auxiliary head), received {self.aux_channels!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), received {self.dropout!r}")
-        if (self.head == "deeplab") != (self.convention == "deeplab"):
-            raise ValueError(
-                f"model.head {self.head!r} needs convention {'deeplab' if self.head == 'deeplab' else 'mmseg'!r}, "
-                f"received {self.convention!r}"
-            )
+        if HEADS[self.head] != self.convention:
+            raise ValueError(f"model.head {self.head!r} needs convention {HEADS[self.head]!r}, "
+                             f"received {self.convention!r}")
         if self.decoder_stride and self.head != "deeplab":
             raise ValueError("model.decoder_stride applies to the 'deeplab' head only (sepaspp has its own decoder)")
 

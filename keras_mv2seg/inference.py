@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import CONVENTIONS
+from keras_mv2seg.data.augment import rescale_size, resize_image
 from keras_mv2seg.ops import resize_bilinear
 
 DEEPLAB = CONVENTIONS["deeplab"]  # the official exported graph's conventions: align_corners, pad with 127.5
@@ -95,7 +96,6 @@ def multi_scale_flip_logits(model: keras.Model, images, *, scale, ratios=(0.5, 0
     (and run flipped, the logits flipped back), the logits resized to the input size and softmaxed; the
     probabilities are averaged. Returns averaged probabilities [1, H, W, C] (argmax gives the prediction).
     ``predict(model, images) -> logits`` replaces the whole-image forward (e.g. slide inference)."""
-    from keras_mv2seg.data.augment import rescale_size, resize_image
     predict = predict or (lambda m, x: m(x, training=False))
     images = tf.convert_to_tensor(images, tf.float32)
     size = tf.shape(images)[1:3]

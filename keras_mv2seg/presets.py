@@ -34,7 +34,13 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keras_mv2seg.weights import save_weights
+import keras
+
+from keras_mv2seg.config import get_config
+from keras_mv2seg.convert.deeplab import load_deeplab_checkpoint
+from keras_mv2seg.convert.mmseg import load_mmseg_checkpoint
+from keras_mv2seg.models.segmenter import build_segmenter
+from keras_mv2seg.weight_files import save_weights
 
 DOWNLOAD_TIMEOUT_S = 60  # seconds without data before a download is abandoned (unless a default is set)
 MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2"
@@ -154,8 +160,6 @@ def _origin(preset: Preset, base_url: str | None) -> str:
 
 def download(preset: Preset, *, base_url: str | None = None) -> Path:
     """The preset's released file in the cache, downloaded (and hash-checked) if it is not there yet."""
-    import keras
-
     folder = cache_dir() / "downloads"
     target = folder / preset.file_name
     if target.is_file():
@@ -221,9 +225,6 @@ def _checkpoint_in_tarball(tarball: Path) -> Path:
 def preset_weights(name: str, *, training: bool = False, base_url: str | None = None,
                    presets: dict | None = None) -> Path:
     """The converted ``.weights.h5`` of a preset for the inference (default) or training view, converting once."""
-    from keras_mv2seg.models.segmenter import build_segmenter
-    from keras_mv2seg.weights import load_weights
-
     preset = get_preset(name, presets)
     config = preset_config(name, presets)
     training = training and config.model.aux_channels > 0
@@ -234,15 +235,14 @@ def preset_weights(name: str, *, training: bool = False, base_url: str | None = 
     if preset.kind == "deeplab":
         source = _checkpoint_in_tarball(source)
     model = build_segmenter(config, auxiliary=training)
-    load_weights(model, source)  # strict: every weight, no unused tensor, no NaN
+    load_checkpoint = load_deeplab_checkpoint if preset.kind == "deeplab" else load_mmseg_checkpoint
+    load_checkpoint(model, source)  # strict: every weight, no unused tensor, no NaN
     return save_weights(model, converted, config)
 
 
 def from_preset(name: str, *, training: bool = False, base_url: str | None = None, presets: dict | None = None):
     """A model of the preset's config with its released weights: the inference model (logits), or with
     ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning."""
-    from keras_mv2seg.models.segmenter import build_segmenter
-
     config = preset_config(name, presets)
     path = preset_weights(name, training=training, base_url=base_url, presets=presets)
     model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
@@ -252,7 +252,5 @@ def from_preset(name: str, *, training: bool = False, base_url: str | None = Non
 
 def preset_config(name: str, presets: dict | None = None):
     """The config a preset's weights belong to (with the overrides its published evaluation used)."""
-    from keras_mv2seg.config import get_config
-
     preset = get_preset(name, presets)
     return get_config(preset.config, **preset.overrides)

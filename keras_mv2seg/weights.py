@@ -1,60 +1,22 @@
-"""``load_weights``: one entry point for every weight format the project reads."""
+"""``load_weights``: one entry point for every weight format the project reads (files of both references,
+the project's own ``.weights.h5`` and preset names), and ``build_for_inference`` on top of it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import json
-
 import keras
 import numpy as np
 
 from keras_mv2seg.convert.core import PortReport
-from keras_mv2seg.files import atomic_save
+from keras_mv2seg.convert.deeplab import load_deeplab_checkpoint
+from keras_mv2seg.convert.mmseg import load_mmseg_checkpoint
+from keras_mv2seg.models.segmenter import build_segmenter, inference_model, model_config_of
+from keras_mv2seg.presets import PRESETS, preset_weights
+from keras_mv2seg.weight_files import save_weights, saved_layer_count, weights_metadata
 
-METADATA_KEY = "keras_mv2seg"  # HDF5 root attribute of .weights.h5 files written by save_weights
-
-
-def save_weights(model: keras.Model, path, config=None) -> Path:
-    """Save ``model``'s weights to a ``.weights.h5`` file atomically, with the model's metadata in the file:
-    config name, convention, head, classes and view (``training``: with the auxiliary head, ``inference``).
-    :func:`load_weights` and :func:`build_for_inference` read it instead of guessing from layer names."""
-    from keras_mv2seg import __version__
-    from keras_mv2seg.models.segmenter import model_config_of
-
-    path = Path(os.fspath(path))
-    if not path.name.endswith(".weights.h5"):
-        raise ValueError(f"{path}: Keras weight files must end with .weights.h5")
-    model_config = model_config_of(model)
-    metadata = {"format": 1, "keras_mv2seg": __version__, "config": getattr(config, "name", model.name),
-                "view": "training" if isinstance(model.output, dict) else "inference"}
-    if model_config is not None:
-        metadata.update(convention=model_config.convention, head=model_config.head,
-                        num_classes=model_config.num_classes)
-
-    def save(staging):
-        import h5py
-
-        model.save_weights(staging)
-        with h5py.File(staging, "a") as handle:
-            handle.attrs[METADATA_KEY] = json.dumps(metadata)
-
-    return atomic_save(path, save)
-
-
-def weights_metadata(path) -> dict | None:
-    """The metadata :func:`save_weights` stored in a ``.weights.h5`` file; None for files written otherwise
-    (older releases, plain ``model.save_weights``)."""
-    path = Path(os.fspath(path))
-    if not path.name.endswith(".weights.h5") or not path.is_file():
-        return None
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        value = handle.attrs.get(METADATA_KEY)
-    return json.loads(value) if value is not None else None
-
+__all__ = ["load_weights", "build_for_inference", "save_weights", "weights_metadata"]
 
 def _is_tf_checkpoint(path: Path) -> bool:
     return Path(f"{path}.index").is_file() or (path.is_dir() and (path / "checkpoint").is_file())
@@ -78,21 +40,16 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
     """
     path = Path(os.fspath(path))
     if not path.exists():
-        from keras_mv2seg.presets import PRESETS, preset_weights
 
         if str(path) in PRESETS:
             path = preset_weights(str(path), training=isinstance(model.output, dict))
     suffix = path.name.lower()
     if suffix.endswith((".pth", ".pt")):
         _require(model, "mmseg", path)
-        from keras_mv2seg.convert.mmseg import load_mmseg_checkpoint
-
         return load_mmseg_checkpoint(model, path, part=part, skip_classifier=skip_classifier,
                                      allow_non_finite=allow_non_finite)
     if _is_tf_checkpoint(path):
         _require(model, "deeplab", path)
-        from keras_mv2seg.convert.deeplab import load_deeplab_checkpoint
-
         return load_deeplab_checkpoint(model, path, skip_classifier=skip_classifier,
                                        allow_non_finite=allow_non_finite)
     if suffix.endswith((".weights.h5", ".keras")):
@@ -121,28 +78,14 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
 
 
 def _require(model: keras.Model, convention: str, path: Path):
-    """Refuse to load weights of one convention into a model of the other."""
-    from keras_mv2seg.models.segmenter import model_config_of
-
+    """Refuse to load weights of one convention into a model of the other, by the config the model was built
+    from. A model without one (rebuilt by Keras from a saved file) is not guessed at: the converters' name
+    mapping, all or nothing, refuses it layer by layer."""
     model_config = model_config_of(model)
-    if model_config is not None:
-        mismatch = model_config.convention != convention
-    else:  # a model not built by build_segmenter (e.g. rebuilt by Keras from a saved file): its head tells
-        mismatch = (convention == "deeplab") != any(layer.name == "decode_concat_projection_conv"
-                                                    for layer in model.layers)
-    if mismatch:
+    if model_config is not None and model_config.convention != convention:
         kind = "an official DeepLab" if convention == "deeplab" else "an mmseg"
         raise ValueError(f"{path} is {kind} checkpoint but model {model.name!r} is not built with that "
                          f"convention (model.head/convention in its config)")
-
-
-def _saved_layer_count(path: Path) -> int | None:
-    if not path.name.endswith(".weights.h5") or not path.is_file():
-        return None
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        return len(handle["layers"]) if "layers" in handle else None
 
 
 def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
@@ -151,8 +94,6 @@ def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
     Keras weight files hold one model view: those written by training (``best``/``final.weights.h5``)
     include the auxiliary head, so the training view is built to read them and its inference view returned.
     """
-    from keras_mv2seg.models.segmenter import build_segmenter, inference_model
-
     model = build_segmenter(config, **build_kwargs)
     if weights is None:
         return model
@@ -163,7 +104,7 @@ def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
             model = build_segmenter(config, auxiliary=True, **build_kwargs)
         load_weights(model, path)
         return inference_model(model)
-    saved = _saved_layer_count(path)  # files without metadata: the layer count tells the view
+    saved = saved_layer_count(path)  # files without metadata: the layer count tells the view
     if saved is not None and config.model.aux_channels and saved != len(model.layers):
         model = build_segmenter(config, auxiliary=True, **build_kwargs)
         if saved != len(model.layers):

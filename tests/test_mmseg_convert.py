@@ -1,5 +1,6 @@
 """mmseg .pth import: parity with the reference's own outputs, strictness, backbone-only and fine-tuning."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -132,3 +133,10 @@ def test_mmseg_checkpoint_into_a_deeplab_model_is_refused(mmseg_fixtures):
     model = build_segmenter(get_config("deeplab_mnv2_pascal"))
     with pytest.raises(ValueError, match="is an mmseg checkpoint but model"):
         keras_mv2seg.load_weights(model, mmseg_fixtures / "fcn_cityscapes.pth")
+
+
+def test_model_without_its_config_is_refused_by_the_name_mapping_not_guessed(mmseg_fixtures):
+    built = build_segmenter(get_config("deeplab_mnv2_pascal"))
+    rebuilt = keras.Model(built.input, built.output)  # as Keras rebuilds a saved model: no segmenter config
+    with pytest.raises(WeightMappingError):
+        keras_mv2seg.load_weights(rebuilt, mmseg_fixtures / "fcn_cityscapes.pth")

@@ -294,9 +294,9 @@ def test_every_preset_converts_through_the_local_server(server, monkeypatch, tmp
     assert sorted(server.requests) == sorted(p.file_name for p in presets.PRESETS.values())
 
 
-def test_build_segmenter_takes_weights_by_preset_name(server, mmseg_fixtures, monkeypatch):
+def test_build_for_inference_takes_weights_by_preset_name(server, mmseg_fixtures, monkeypatch):
     preset = mmseg_preset(server, mmseg_fixtures)
     monkeypatch.setitem(presets.PRESETS, preset.name, preset)
-    model = keras_mv2seg.build_segmenter(presets.preset_config(preset.name), weights=preset.name)
+    model = keras_mv2seg.build_for_inference(presets.preset_config(preset.name), preset.name)
     images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
     np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(keras_mv2seg.from_preset(preset.name)(images)))

@@ -18,6 +18,8 @@ import numpy as np
 
 from keras_mv2seg.data.toy import synthetic_image
 from keras_mv2seg.files import refuse_existing, staging_path
+from keras_mv2seg.models.segmenter import build_segmenter, inference_model
+from keras_mv2seg.weights import load_weights, save_weights
 
 # (relative error, max abs difference, class-map agreement) the parity check must meet, per convention.
 TOLERANCES = {"mmseg": (1e-4, 2e-3, 0.9999), "deeplab": (None, 1e-3, 0.999)}
@@ -43,10 +45,6 @@ def compare(logits: np.ndarray, reference: np.ndarray) -> dict:
 
 def convert_and_check(config, source, output, *, images=None, reference=None, skip_classifier=False,
                       overwrite=False, log=print) -> dict:
-    from keras_mv2seg import build_segmenter, load_weights
-    from keras_mv2seg.weights import save_weights
-    from keras_mv2seg.models.segmenter import inference_model
-
     output = Path(output)
     if not output.name.endswith(".weights.h5"):
         raise ValueError(f"output must end with .weights.h5, received {output}")

@@ -25,6 +25,7 @@ import numpy as np
 from keras_mv2seg.convert.core import PortReport, WeightMappingError, port_weights
 from keras_mv2seg.convert.torch_pickle import load_state_dict
 from keras_mv2seg.models.mobilenet_v2 import block_schedule
+from keras_mv2seg.models.segmenter import layer_part
 
 _BN_ROLES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 _BLOCK_UNIT = re.compile(r"^block(\d+)_(expand|depthwise|project)$")
@@ -107,7 +108,6 @@ def load_mmseg_checkpoint(model, path, *, part: str = "all", skip_classifier: bo
     if part not in ("all", "backbone"):
         raise ValueError(f"part must be 'all' or 'backbone', received {part!r}")
     tensors = load_state_dict(path)
-    is_backbone_layer = lambda layer: layer.name.startswith(("stem_", "block"))  # noqa: E731
     skip = []
     if part == "backbone":
         skip += ["backbone.conv2.*", "head.*"]
@@ -120,7 +120,7 @@ def load_mmseg_checkpoint(model, path, *, part: str = "all", skip_classifier: bo
         skip += ["decode_head.conv_seg.*", "auxiliary_head.conv_seg.*"]
 
     def key(layer, role):
-        if part == "backbone" and not is_backbone_layer(layer):
+        if part == "backbone" and layer_part(layer.name) != "backbone":
             return None
         if skip_classifier and layer.name.endswith("_conv_seg"):
             return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID
+from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, voc_palette
 
 # toy object -> Cityscapes train id, ADE20K class (1-based id in the ADE annotations), PASCAL VOC class
 CLASS_IDS = {
@@ -113,8 +113,6 @@ def voc_palette_png(label: np.ndarray) -> bytes:
     import io
 
     from PIL import Image
-
-    from keras_mv2seg.datasets_meta import voc_palette
 
     image = Image.fromarray(np.asarray(label, np.uint8), mode="P")
     image.putpalette(voc_palette(256).ravel().tolist())

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_mv2seg.files import atomic_write, refuse_existing
 from keras_mv2seg.models.layers import native_depthwise_for_export
+from keras_mv2seg.models.segmenter import build_segmenter
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
@@ -22,8 +23,6 @@ FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
 
 def native_model(config, model, input_size):
     """``model``'s weights in a fixed-size build with native dilated depthwise convolutions."""
-    from keras_mv2seg.models.segmenter import build_segmenter
-
     native = build_segmenter(config.replace(depthwise_implementation="native"), input_shape=(*input_size, 3),
                              batch_size=1)
     if len(native.weights) != len(model.weights):

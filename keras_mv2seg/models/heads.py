@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_mv2seg.config import HEADS as config_heads
 from keras_mv2seg.config import ModelConfig
 from keras_mv2seg.models.initializers import initialization
 from keras_mv2seg.models.layers import (
@@ -123,10 +124,5 @@ def auxiliary_head(features, config: ModelConfig):
     return classifier(x, config, "aux")
 
 
-HEADS = {
-    "fcn": fcn_head,
-    "psp": psp_head,
-    "aspp": aspp_head,
-    "sepaspp": sepaspp_head,
-    "deeplab": deeplab_head,
-}
+# The builder of each head named in ``config.HEADS`` (the one list of head names): ``<name>_head`` above.
+HEADS = {name: globals()[f"{name}_head"] for name in config_heads}

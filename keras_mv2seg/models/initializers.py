@@ -41,7 +41,9 @@ import math
 
 import keras
 
-SCHEMES = ("mmseg", "deeplab", "keras")
+from keras_mv2seg.config import CONVENTIONS
+
+SCHEMES = (*CONVENTIONS, "keras")  # each convention's own scheme, or Keras' defaults
 ROLES = ("backbone", "head", "separable", "classifier")
 
 

@@ -17,14 +17,13 @@ import threading
 import keras
 import tensorflow as tf
 
+from keras_mv2seg.config import CONVENTIONS, DEPTHWISE_IMPLEMENTATIONS
 from keras_mv2seg.machine import native_dilated_depthwise_supported
 from keras_mv2seg.models.initializers import Initialization
 from keras_mv2seg.ops import resize_bilinear
 
 KERAS_DEFAULTS = Initialization("keras")
 
-PADDING_CONVENTIONS = ("mmseg", "deeplab")
-DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
 
 
 def _check_choice(name, value, choices):
@@ -40,7 +39,7 @@ def pad_for_conv(x, kernel_size: int, stride: int, dilation: int, convention: st
     convs get an explicit :class:`keras.layers.ZeroPadding2D`. ``deeplab`` uses TF's 'same' everywhere
     (asymmetric for stride 2), exactly like the slim code the checkpoints were trained with.
     """
-    _check_choice("convention", convention, PADDING_CONVENTIONS)
+    _check_choice("convention", convention, tuple(CONVENTIONS))
     if kernel_size == 1 or convention == "deeplab" or stride == 1:
         return x, "same"
     pad = dilation * (kernel_size // 2)

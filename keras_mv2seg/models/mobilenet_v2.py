@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_mv2seg.config import ModelConfig
+from keras_mv2seg.config import CONVENTIONS, OUTPUT_STRIDES, ModelConfig
 from keras_mv2seg.models import layers
 from keras_mv2seg.models.initializers import initialization
 
@@ -53,10 +53,11 @@ def block_schedule(output_stride: int = 8, convention: str = "mmseg") -> list[Bl
     become 1; the layer whose stride was removed keeps the current rate and the rate multiplies after it;
     every later block uses the current rate.
     """
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, received {output_stride!r}")
-    if convention not in ("mmseg", "deeplab"):
-        raise ValueError(f"convention must be 'mmseg' or 'deeplab', received {convention!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        *others, last = OUTPUT_STRIDES
+        raise ValueError(f"output_stride must be {', '.join(map(str, others))} or {last}, received {output_stride!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, received {convention!r}")
     specs = []
     current, rate, index = 2, 1, 0  # after the stem
     for stage, (t, c, n, s) in enumerate(ARCHITECTURE):
@@ -97,7 +98,7 @@ def scaled_channels(channels: int, width: float, rounding: str) -> int:
         return make_divisible(channels * width, 8)
     if rounding == "deeplab":
         return make_divisible(channels * width, 8 if width == 1.0 else 1, min_value=8)
-    raise ValueError(f"rounding must be 'mmseg' or 'deeplab', received {rounding!r}")
+    raise ValueError(f"rounding must be one of {tuple(CONVENTIONS)}, received {rounding!r}")
 
 
 def expanded_channels(in_channels: int, expand_ratio: int, rounding: str) -> int:

@@ -36,13 +36,13 @@ def normalize_images(images, model_config: ModelConfig):
 
 
 def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, input_shape=(None, None, 3),
-                    batch_size: int | None = None, weights=None) -> keras.Model:
+                    batch_size: int | None = None) -> keras.Model:
     """Build the segmentation model of ``config`` as a Functional ``keras.Model``.
 
     ``auxiliary=True`` returns the training model with outputs ``{"logits", "aux_logits"}`` (requires
     ``model.aux_channels > 0``). ``input_shape`` may fix the spatial size (export, TFLite); by default any
-    height and width is accepted. ``weights``: anything :func:`keras_mv2seg.load_weights` reads -- a file
-    (``.pth``, DeepLab checkpoint, ``.weights.h5``) or a preset name -- loaded into the new model.
+    height and width is accepted. The weights are initialised (``model.init``); to build with weights, use
+    :func:`keras_mv2seg.build_for_inference` (any file or preset name) or :func:`keras_mv2seg.from_preset`.
     """
     name, model_config = _model_config(config)
     if auxiliary and not model_config.aux_channels:
@@ -59,11 +59,17 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
             [auxiliary_head(features, model_config), images])
         model = keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
     model.segmenter_config = model_config  # what the model was built from: read by weights.py, never sniffed
-    if weights is not None:
-        from keras_mv2seg.weights import load_weights
-
-        load_weights(model, weights)
     return model
+
+
+# The part of a segmenter each layer belongs to, by the name prefixes its builders give (layer names are API).
+LAYER_PARTS = {"backbone": ("stem_", "block"), "decode": ("decode_",), "aux": ("aux_",)}
+
+
+def layer_part(name: str) -> str | None:
+    """``backbone``, ``decode`` (the decode head) or ``aux`` (the auxiliary head) for a layer name of
+    :func:`build_segmenter`; None for the input normalisation and the final resizes."""
+    return next((part for part, prefixes in LAYER_PARTS.items() if name.startswith(prefixes)), None)
 
 
 def model_config_of(model: keras.Model) -> ModelConfig | None:

@@ -8,6 +8,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_mv2seg.models.segmenter import layer_part
+
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "auto":
@@ -36,7 +38,7 @@ def set_sync_batchnorm(model: keras.Model, mode: str):
     """Synchronize BN statistics across replicas: ``heads`` (decode/aux heads), ``all`` or ``none``."""
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            in_head = layer.name.startswith(("decode_", "aux_"))
+            in_head = layer_part(layer.name) in ("decode", "aux")
             layer.synchronized = mode == "all" or (mode == "heads" and in_head)
 
 

@@ -37,7 +37,7 @@ from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F4
 from keras_mv2seg.training.schedule import recipe_schedule
 from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
                                            write_records, write_text)
-from keras_mv2seg.weights import save_weights
+from keras_mv2seg.weights import load_weights, save_weights
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -149,8 +149,6 @@ class _Run:
             self.log(f"resumed from {latest} at iteration {iteration}")
             return iteration
         if self.config.train.pretrained:
-            from keras_mv2seg.weights import load_weights
-
             self.log(str(load_weights(self.model, self.config.train.pretrained, part="backbone")))
         return 0
 
