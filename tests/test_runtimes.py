@@ -103,6 +103,19 @@ def test_openvino_int8_with_nncf_runs_convolutions_in_int8(small, tmp_path):
         runtimes.save_openvino(quantized, path)
 
 
+def test_openvino_int8_pspnet_compiles_without_a_fallback():
+    """PSPNet's adaptive pooling is two MatMuls per bin; quantized, OpenVINO 2026.4's CPU plugin refused them at
+    this size with either NNCF preset (dnnl_postops_composer.cpp:526). They stay in float; the convs are int8."""
+    size = (128, 256)
+    config = keras_mv2seg.get_config("pspnet_m-v2-d8_512x1024_80k_cityscapes", decode_channels=32, aux_channels=0)
+    model = keras_mv2seg.build_segmenter(config)
+    calibration = [synthetic_image(*size, seed=i)[0] for i in range(2)]
+    quantized = runtimes.quantize_openvino(runtimes.to_openvino(config, model, size), calibration)
+    precisions = runtimes.openvino_runtime_precisions(runtimes.openvino_compile(quantized, "int8"))
+    assert any(layer == "Convolution" and precision in ("u8", "i8") for layer, precision in precisions)
+    assert not any(layer == "MatMul" and precision in ("u8", "i8") for layer, precision in precisions)
+
+
 @pytest.mark.parametrize("backend, precision", [
     ("keras", "float32"), ("tflite", "int8"), ("onnxruntime", "float32"), ("onnxruntime", "int8"),
     ("openvino", "float32"), ("openvino", "int8"),

@@ -156,7 +156,7 @@ def export_runtime(args, config, model, size, images, calibration) -> int:
     else:
         ov_model = runtimes.to_openvino(config, model, size, output=args.graph_output)
         if args.quantization == "int8":
-            ov_model = runtimes.quantize_openvino_compilable(ov_model, calibration)
+            ov_model = runtimes.quantize_openvino(ov_model, calibration)
         runtimes.save_openvino(ov_model, output, overwrite=args.overwrite)
         compiled = runtimes.openvino_compile(output, args.quantization)
         run = runtimes.openvino_runner(output, args.quantization)
