@@ -296,6 +296,20 @@ def get_config(name_or_path: str | os.PathLike, **overrides) -> Config:
 
 # === Bases the config files build on ===
 
+MMSEG_TABLE = "mmsegmentation configs/mobilenet_v2 README (V100, single-scale)"
+DEEPLAB_MODEL_ZOO = "tensorflow/models research/deeplab g3doc/model_zoo.md (val)"
+
+
+def mmseg_result(mIoU: float, fps: float, train_memory_gb: float, **extra) -> dict:
+    """A row of mmseg's MobileNetV2 model table: the published figures a config is judged against."""
+    return {"source": MMSEG_TABLE, "mIoU": mIoU, "fps": fps, "train_memory_gb": train_memory_gb, **extra}
+
+
+def deeplab_result(**figures) -> dict:
+    """A row of the official DeepLab model zoo (``mIoU_os16``, ``mIoU_os8_ms_flip`` where published)."""
+    return {"source": DEEPLAB_MODEL_ZOO, **figures}
+
+
 def cityscapes_80k(name: str, head: str, **model) -> Config:
     """mmseg M-V2-D8 on Cityscapes: 512x1024 crops, 80k iterations, batch 8 (4 GPUs x 2)."""
     return Config(name=name, model=ModelConfig(head=head, num_classes=19, **model),

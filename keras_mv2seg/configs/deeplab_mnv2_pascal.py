@@ -25,14 +25,10 @@ ImageNet MobileNetV2) or a preset. The poly schedule divides by ``max_iters - 1`
 ``polynomial_decay`` divides by ``max_iters``: the same rates to within 0.004 % of the base rate.
 """
 
-from keras_mv2seg.config import DEEPLAB_VOC_RECIPE, deeplab_official
+from keras_mv2seg.config import DEEPLAB_VOC_RECIPE, deeplab_official, deeplab_result
 
 CONFIG = deeplab_official("deeplab_mnv2_pascal", num_classes=21, dataset="pascal_voc", crop_size=(513, 513)).replace(
     **DEEPLAB_VOC_RECIPE,  # output_stride 16, train_aug, deeplab augmentation 0.5..2.0 step 0.25, pad test mode,
     #                        30000 iterations, batch 8, lr 0.007 poly 0.9 to 0, momentum 0.9, kernel decay 4e-5
-    results={
-        "source": 'tensorflow/models research/deeplab g3doc/model_zoo.md (val)',
-        "mIoU_os16": 75.32,
-        "mIoU_os8_ms_flip": 77.33,
-    },
+    results=deeplab_result(mIoU_os16=75.32, mIoU_os8_ms_flip=77.33),
 )

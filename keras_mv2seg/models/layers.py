@@ -185,7 +185,7 @@ def _activate(x, activation: str | None, name: str):
 
 def conv_bn_act(
     x,
-    filters: int,
+    filters: int | None,
     kernel_size: int,
     name: str,
     *,
@@ -197,43 +197,33 @@ def conv_bn_act(
     convention: str = "mmseg",
     init: Initialization = KERAS_DEFAULTS,
     role: str = "head",
-):
-    """Conv (no bias) -> BN -> activation; layers ``{name}_conv``, ``{name}_bn``, ``{name}_act``. The kernel
-    starts as ``init`` draws a conv of ``role`` (see :mod:`keras_mv2seg.models.initializers`)."""
-    x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
-    x = keras.layers.Conv2D(
-        filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
-        kernel_initializer=init.conv(role, kernel_size, filters), name=f"{name}_conv",
-    )(x)
-    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
-    return _activate(x, activation, f"{name}_act")
-
-
-def depthwise_bn_act(
-    x,
-    kernel_size: int,
-    name: str,
-    *,
-    stride: int = 1,
-    dilation: int = 1,
-    activation: str | None = "relu",
-    epsilon: float = 1e-5,
-    momentum: float = 0.9,
-    convention: str = "mmseg",
+    depthwise: bool = False,
     implementation: str = "portable",
-    init: Initialization = KERAS_DEFAULTS,
-    role: str = "head",
 ):
-    """Depthwise conv (no bias) -> BN -> activation; layers ``{name}``, ``{name}_bn``, ``{name}_act``."""
+    """Conv (no bias) -> BN -> activation; layers ``{name}_conv`` (``depthwise``: ``{name}``, a
+    :class:`DepthwiseConv2D` in ``implementation``, ``filters`` None), ``{name}_bn``, ``{name}_act``. The kernel
+    starts as ``init`` draws a conv of ``role`` (see :mod:`keras_mv2seg.models.initializers`)."""
     channels = x.shape[-1]
     x, padding = pad_for_conv(x, kernel_size, stride, dilation, convention, name)
-    x = DepthwiseConv2D(
-        kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
-        depthwise_initializer=init.depthwise(role, kernel_size, channels), implementation=implementation,
-        name=name,
-    )(x)
+    if depthwise:
+        x = DepthwiseConv2D(
+            kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
+            depthwise_initializer=init.depthwise(role, kernel_size, channels), implementation=implementation,
+            name=name,
+        )(x)
+    else:
+        x = keras.layers.Conv2D(
+            filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
+            kernel_initializer=init.conv(role, kernel_size, filters), name=f"{name}_conv",
+        )(x)
     x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
     return _activate(x, activation, f"{name}_act")
+
+
+def depthwise_bn_act(x, kernel_size: int, name: str, **options):
+    """Depthwise conv (no bias) -> BN -> activation; layers ``{name}``, ``{name}_bn``, ``{name}_act``; the
+    keyword options of :func:`conv_bn_act`."""
+    return conv_bn_act(x, None, kernel_size, name, depthwise=True, **options)
 
 
 def separable_conv_bn_act(x, filters: int, name: str, *, dilation: int = 1, implementation: str = "portable",
