@@ -15,8 +15,9 @@ int8 (post-training, calibrated on real images of the config's dataset, never no
 * ONNX Runtime: static QDQ quantization (``quantize_static``), per-channel int8 weights, uint8 activations,
   after ORT's pre-processing (shape inference, graph optimisation); Resize and ArgMax are quantized too, so
   the full-resolution tail stays in 8 bits instead of a float island.
-* OpenVINO: NNCF post-training quantization (per-channel symmetric int8 weights, the ``performance`` preset);
-  its CPU plugin runs the convolutions, the resize and the argmax in int8 where the graph allows.
+* OpenVINO: NNCF post-training quantization (per-channel symmetric int8 weights, the ``performance`` preset,
+  full bias correction; Concat and MatMul kept in float, see :func:`quantize_openvino`); its CPU plugin runs the
+  convolutions, the resize and the argmax in int8 where the graph allows.
 
 Runtime packages are optional extras: ``pip install -e '.[onnx]'`` / ``'.[openvino]'``.
 """
@@ -195,8 +196,10 @@ def quantize_openvino(ov_model, calibration_images, preset: str = "performance")
     #   CPU plugin of OpenVINO 2026.4 cannot compile them with either preset at some sizes (the toy size: check
     #   'any_of(scale.size(), OC, 1U)', dnnl_postops_composer.cpp:526), so no compile-and-retry is needed.
     keep_float = nncf.IgnoredScope(types=["Concat", "MatMul"], validate=False)
+    # Full bias correction (NNCF's BiasCorrection instead of FastBiasCorrection): slower to quantize (about 1.5x)
+    # but measured better on DeepLabV3+ (toy val: -0.25 -> +0.13 mIoU, 98.94 -> 99.08 % agreement).
     return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images), preset=presets[preset],
-                         ignored_scope=keep_float)
+                         ignored_scope=keep_float, fast_bias_correction=False)
 
 
 def save_openvino(ov_model, path, overwrite: bool = False) -> Path:
