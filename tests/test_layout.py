@@ -2,7 +2,11 @@
 vocabulary is written once."""
 
 import ast
+import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 import keras_mv2seg
 
@@ -97,3 +101,119 @@ def test_layer_parts_follow_the_builders_names():
     assert parts["decode_conv_seg"] == "decode" and parts["aux_conv_seg"] == "aux"
     assert parts["images"] is None and parts["normalize"] is None and parts["logits"] is None
     assert {layer_part(name) for name in parts} == {"backbone", "decode", "aux", None}
+
+
+# --- the reading path ------------------------------------------------------------------------------------------
+# A reader follows one config from tools/train.py to the fit call, and one image from its file through data ->
+# model -> loss. The trace below records every call into the package made by package code (calls made by Keras
+# or tf.data into our callbacks are theirs, not the reader's) and names each entry into a module that the path
+# had already left (not on the call stack) through a caller it had not come from before. Two kinds of entry are
+# part of reading and allowed: the config's own methods (the object being followed) and the model's building
+# blocks (models.layers and models.initializers, which every model part is made of). Anything else is a second
+# decision about the same thing in another module -- what this test exists to catch.
+
+ALLOWED_RETURNS = {"keras_mv2seg.config", "keras_mv2seg.models.layers", "keras_mv2seg.models.initializers"}
+
+
+class ReadingPath:
+    """``sys.setprofile`` hook: the package modules entered, in order, and the returns to modules already left."""
+
+    def __init__(self):
+        self.stack, self.order, self.edges, self.returns = [], [], set(), []
+
+    @staticmethod
+    def module(frame):
+        """The package module (or ``tools.<name>``) a frame's code belongs to, by its globals: AutoGraph's
+        converted copies of the data functions run from generated files but keep their module's globals."""
+        name = frame.f_globals.get("__name__", "")
+        if name == "keras_mv2seg" or name.startswith("keras_mv2seg."):
+            return name
+        if name.startswith("tool_"):  # tests.conftest.load_tool names tools/<name>.py "tool_<name>"
+            return "tools." + name[len("tool_"):]
+        return None
+
+    def __call__(self, frame, event, arg):
+        if event in ("call", "c_call"):
+            module = self.module(frame) if event == "call" else None
+            caller = self.stack[-1] if self.stack else None
+            if module and module != caller:
+                if caller and module in self.order and module not in self.stack and (caller, module) not in self.edges:
+                    self.returns.append(f"{caller} -> {module}.{frame.f_code.co_name}")
+                self.edges.add((caller, module))
+                if module not in self.order:
+                    self.order.append(module)
+            if event == "call":
+                self.stack.append(module)
+        elif event == "return" and self.stack:
+            self.stack.pop()
+
+    def trace(self, function, *args):
+        sys.setprofile(self)
+        try:
+            return function(*args)
+        finally:
+            sys.setprofile(None)
+
+    def unexpected(self) -> list[str]:
+        return [text for text in self.returns if text.split(" -> ")[1].rpartition(".")[0] not in ALLOWED_RETURNS]
+
+
+class _AtFit(Exception):
+    pass
+
+
+def test_one_config_from_train_tool_to_fit_never_returns(tiny_config_file, tmp_path, monkeypatch):
+    from tests.conftest import load_tool
+
+    from keras_mv2seg.training import trainer
+
+    def stop(*args, **kwargs):
+        raise _AtFit
+
+    monkeypatch.setattr(trainer, "fit", stop)
+    tool = load_tool("train")
+    path = ReadingPath()
+    with pytest.raises(_AtFit):
+        path.trace(tool.main, [str(tiny_config_file("sepaspp")), "--work-dir", str(tmp_path / "run"), "--quiet"])
+    # the path really went through the tool, the trainer, the data source and the model on its way to fit
+    for module in ("tools.train", "keras_mv2seg.training.trainer", "keras_mv2seg.data.sources",
+                   "keras_mv2seg.data.pipeline", "keras_mv2seg.models.segmenter", "keras_mv2seg.training.recipe"):
+        assert module in path.order, path.order
+    assert path.unexpected() == [], path.unexpected()
+
+
+def test_one_image_from_file_through_model_to_loss_never_returns(tiny_config_file):
+    from keras_mv2seg.config import get_config
+    from keras_mv2seg.data.sources import training_data
+    from keras_mv2seg.models.segmenter import build_segmenter
+    from keras_mv2seg.training.recipe import compile_model
+
+    def one_image():
+        config = get_config(str(tiny_config_file("sepaspp")))
+        images, labels = next(iter(training_data(config, batch_size=1)))
+        model = build_segmenter(config)
+        compile_model(model, config)
+        return float(model.loss(labels, model(images, training=True)))
+
+    path = ReadingPath()
+    assert np.isfinite(path.trace(one_image))
+    for module in ("keras_mv2seg.data.sources", "keras_mv2seg.data.pipeline", "keras_mv2seg.data.layouts",
+                   "keras_mv2seg.data.decode", "keras_mv2seg.data.augment", "keras_mv2seg.models.segmenter",
+                   "keras_mv2seg.training.recipe", "keras_mv2seg.training.losses"):
+        assert module in path.order, path.order
+    assert path.unexpected() == [], path.unexpected()
+
+
+def test_reading_path_names_a_return():
+    path = ReadingPath()
+    path.stack, path.order = ["keras_mv2seg.training.trainer"], ["keras_mv2seg.training.trainer",
+                                                                  "keras_mv2seg.data.sources"]
+
+    class Frame:  # a call from the trainer into data.sources after it was left
+        f_globals = {"__name__": "keras_mv2seg.data.sources"}
+
+        class f_code:
+            co_name = "training_data"
+
+    path(Frame, "call", None)
+    assert path.unexpected() == ["keras_mv2seg.training.trainer -> keras_mv2seg.data.sources.training_data"]

@@ -72,6 +72,15 @@ def layer_part(name: str) -> str | None:
     return next((part for part, prefixes in LAYER_PARTS.items() if name.startswith(prefixes)), None)
 
 
+def set_sync_batchnorm(model: keras.Model, mode: str):
+    """Synchronize BN statistics across replicas (``train.sync_batchnorm``): ``heads`` (the decode and auxiliary
+    heads' BN layers), ``all`` or ``none``. Only matters under a distribution strategy."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            in_head = layer_part(layer.name) in ("decode", "aux")
+            layer.synchronized = mode == "all" or (mode == "heads" and in_head)
+
+
 def model_config_of(model: keras.Model) -> ModelConfig | None:
     """The :class:`ModelConfig` a model of :func:`build_segmenter` was built from (None for other models)."""
     return getattr(model, "segmenter_config", None)

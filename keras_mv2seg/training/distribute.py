@@ -1,4 +1,4 @@
-"""Distribution: the strategy a config asks for, the chief, synchronised batch norm, and the one ``fit`` path
+"""Distribution: the strategy a config asks for, the chief, and the one ``fit`` path
 every strategy trains through (with the documented workaround for Keras 3.15 under MultiWorkerMirroredStrategy)."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import os
 
 import keras
 import tensorflow as tf
-
-from keras_mv2seg.models.segmenter import layer_part
 
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
@@ -32,14 +30,6 @@ def is_chief(strategy) -> bool:
         return True
     return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0
                                                       and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def set_sync_batchnorm(model: keras.Model, mode: str):
-    """Synchronize BN statistics across replicas: ``heads`` (decode/aux heads), ``all`` or ``none``."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            in_head = layer_part(layer.name) in ("decode", "aux")
-            layer.synchronized = mode == "all" or (mode == "heads" and in_head)
 
 
 def fit(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, **fit_kwargs):

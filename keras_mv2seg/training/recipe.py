@@ -14,7 +14,8 @@ from keras_mv2seg.training.schedule import recipe_schedule
 def compile_model(model: keras.Model, config: Config, schedule=None):
     """The reference recipe: TorchSGD (coupled weight decay) on a per-iteration poly schedule (``schedule``, by
     default ``recipe_schedule(config.train)``), cross-entropy with ignore label on logits at label size,
-    auxiliary loss weight 0.4."""
+    auxiliary loss weight 0.4. The optimizer is built (its momentum slots exist), so a checkpoint of model and
+    optimizer restores before the first step."""
     train = config.train
     optimizer = TorchSGD(schedule or recipe_schedule(train), momentum=train.momentum, coupled_weight_decay=train.weight_decay,
                          decay_kernels_only=train.weight_decay_on == "kernels")
@@ -24,6 +25,7 @@ def compile_model(model: keras.Model, config: Config, schedule=None):
                       loss_weights={"logits": 1.0, "aux_logits": train.aux_weight}, jit_compile=train.jit_compile)
     else:
         model.compile(optimizer=optimizer, loss=loss, jit_compile=train.jit_compile)
+    optimizer.build(model.trainable_variables)
     return optimizer
 
 

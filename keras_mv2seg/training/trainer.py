@@ -31,8 +31,8 @@ from keras_mv2seg.config import Config
 from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, \
     undecodable_files
 from keras_mv2seg.evaluation import evaluate
-from keras_mv2seg.models.segmenter import build_segmenter, inference_model
-from keras_mv2seg.training.distribute import fit, is_chief, make_strategy, set_sync_batchnorm  # noqa: F401
+from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
+from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
 from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
 from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
@@ -132,7 +132,6 @@ class _Run:
                 self.model = build_segmenter(self.config, auxiliary=self.config.model.aux_channels > 0)
                 set_sync_batchnorm(self.model, self.config.train.sync_batchnorm)
                 self.optimizer = compile_model(self.model, self.config, self.schedule)  # one schedule object
-                self.optimizer.build(self.model.trainable_variables)
                 self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
