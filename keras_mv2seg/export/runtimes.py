@@ -53,16 +53,20 @@ def _require(module: str, extra: str):
         raise ImportError(f"{module} is not installed: pip install -e '.[{extra}]'") from None
 
 
-def labels_function(config, model, input_size, *, output: str = "labels", dynamic: bool = False):
-    """(tf.function, input signature) of the export graph at ``input_size`` (H, W); ``dynamic``: any size."""
+def labels_function(config, model, input_size, *, output: str = "labels", dynamic: bool = False,
+                    winograd: int = 0):
+    """(tf.function, input signature) of the export graph at ``input_size`` (H, W); ``dynamic``: any size;
+    ``winograd`` 2 or 4: the dense 3x3 stride-1 convolutions by Winograd F(m x m, 3 x 3) (fixed size only)."""
     if output not in ("labels", "logits"):
         raise ValueError(f"output must be 'labels' or 'logits', received {output!r}")
+    if dynamic and winograd:
+        raise ValueError("Winograd convolutions need a fixed input size: pass winograd=0 with dynamic=True")
     shape = (None, None) if dynamic else tuple(int(v) for v in input_size)
     if dynamic:
         native = build_segmenter(config.replace(depthwise_implementation="native"), batch_size=1)
         native.set_weights(model.get_weights())
     else:
-        native = native_model(config, model, shape)
+        native = native_model(config, model, shape, winograd)
 
     def serve(images):
         logits = native(images, training=False)
@@ -76,10 +80,11 @@ def labels_function(config, model, input_size, *, output: str = "labels", dynami
 
 # --- ONNX ------------------------------------------------------------------------------------------------------
 
-def to_onnx(config, model, input_size, *, output: str = "labels", dynamic: bool = False) -> bytes:
+def to_onnx(config, model, input_size, *, output: str = "labels", dynamic: bool = False, winograd: int = 0) -> bytes:
     """ONNX model bytes (opset 17) of the export graph."""
     tf2onnx = _require("tf2onnx", "onnx")
-    function, signature = labels_function(config, model, input_size, output=output, dynamic=dynamic)
+    function, signature = labels_function(config, model, input_size, output=output, dynamic=dynamic,
+                                          winograd=winograd)
     with native_depthwise_for_export():
         proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=ONNX_OPSET,
                                                  output_path=None)
@@ -168,10 +173,10 @@ def onnx_ops(content: bytes) -> Counter:
 
 # --- OpenVINO --------------------------------------------------------------------------------------------------
 
-def to_openvino(config, model, input_size, *, output: str = "labels"):
+def to_openvino(config, model, input_size, *, output: str = "labels", winograd: int = 0):
     """``openvino.Model`` of the export graph (weights kept in float32)."""
     ov = _require("openvino", "openvino")
-    function, signature = labels_function(config, model, input_size, output=output)
+    function, signature = labels_function(config, model, input_size, output=output, winograd=winograd)
     with native_depthwise_for_export():
         concrete = function.get_concrete_function(*signature)
     converted = ov.convert_model(concrete)
@@ -300,12 +305,17 @@ class Deployed:
 
 
 def deploy(backend: str, config, model, input_size, *, precision: str = "float32", calibration_images=None,
-           xla: bool = False, num_threads: int | None = None) -> Deployed:
-    """Convert ``model`` (an inference model of ``config``) for ``backend`` at ``input_size`` (H, W)."""
+           xla: bool = False, num_threads: int | None = None, winograd: int = 0) -> Deployed:
+    """Convert ``model`` (an inference model of ``config``) for ``backend`` at ``input_size`` (H, W);
+    ``winograd`` 2 or 4: the float32 ONNX Runtime / OpenVINO graph computes the dense 3x3 stride-1
+    convolutions by Winograd F(m x m, 3 x 3)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, received {backend!r}")
     if precision not in BACKENDS[backend]:
         raise ValueError(f"backend {backend} supports precisions {BACKENDS[backend]}, received {precision!r}")
+    if winograd and (backend not in RUNTIMES or precision != "float32"):
+        raise ValueError(f"Winograd convolutions are offered for float32 ONNX Runtime and OpenVINO graphs, not "
+                         f"{backend} {precision} (quantizers and reduced precisions expect direct convolutions)")
     if precision == "int8" and not calibration_images:
         raise ValueError("int8 needs calibration images (real images of the config's dataset)")
     if backend == "keras":
@@ -323,11 +333,11 @@ def deploy(backend: str, config, model, input_size, *, precision: str = "float32
                                  representative_images=calibration_images)
         return Deployed(tflite.runner(content, num_threads), len(content))
     if backend == "onnxruntime":
-        content = to_onnx(config, model, input_size)
+        content = to_onnx(config, model, input_size, winograd=winograd)
         if precision == "int8":
             content = quantize_onnx(content, calibration_images)
         return Deployed(onnx_runner(content, num_threads), len(content))
-    ov_model = to_openvino(config, model, input_size)
+    ov_model = to_openvino(config, model, input_size, winograd=winograd)
     if precision == "int8":
         ov_model = quantize_openvino(ov_model, calibration_images)
     with tempfile.TemporaryDirectory() as folder:

@@ -14,17 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.files import atomic_write, refuse_existing
-from keras_mv2seg.models.layers import native_depthwise_for_export
+from keras_mv2seg.models.layers import native_depthwise_for_export, winograd_convolutions
 from keras_mv2seg.models.segmenter import build_segmenter
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
 
 
-def native_model(config, model, input_size):
-    """``model``'s weights in a fixed-size build with native dilated depthwise convolutions."""
-    native = build_segmenter(config.replace(depthwise_implementation="native"), input_shape=(*input_size, 3),
-                             batch_size=1)
+def native_model(config, model, input_size, winograd: int = 0):
+    """``model``'s weights in a fixed-size build with native dilated depthwise convolutions (and, with
+    ``winograd`` 2 or 4, the dense 3x3 stride-1 convolutions by Winograd F(winograd x winograd, 3 x 3))."""
+    with winograd_convolutions(winograd):
+        native = build_segmenter(config.replace(depthwise_implementation="native"), input_shape=(*input_size, 3),
+                                 batch_size=1)
     if len(native.weights) != len(model.weights):
         raise ValueError(f"model has {len(model.weights)} weights, the export build of {config.name!r} has "
                          f"{len(native.weights)}: pass the inference model of the same config")

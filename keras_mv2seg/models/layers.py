@@ -6,12 +6,15 @@
 * :class:`ResizeBilinear` -- bilinear resize to the spatial size of a reference tensor, with half-pixel
   centres (PyTorch ``align_corners=False``) or exact ``align_corners=True`` sampling (TF1 DeepLab).
 * :class:`AdaptiveAveragePooling2D` -- PyTorch's adaptive average pooling, overlapping bins included.
+* :class:`WinogradConv2D` -- a 3x3 stride-1 convolution computed by Winograd F(m x m, 3 x 3), built in
+  place of Keras' ``Conv2D`` under :func:`winograd_convolutions` (deployment graphs; same weights and names).
 * :func:`conv_bn_act` / :func:`separable_conv_bn_act` -- conv -> BN -> activation units with stable names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 import keras
@@ -20,6 +23,7 @@ import tensorflow as tf
 from keras_mv2seg.config import CONVENTIONS, DEPTHWISE_IMPLEMENTATIONS
 from keras_mv2seg.machine import native_dilated_depthwise_supported
 from keras_mv2seg.models.initializers import Initialization
+from keras_mv2seg.models.winograd import TILES, winograd_conv3x3
 from keras_mv2seg.ops import resize_bilinear
 
 KERAS_DEFAULTS = Initialization("keras")
@@ -59,6 +63,51 @@ def native_depthwise_for_export():
         yield
     finally:
         _GRAPH_FOR_EXPORT.active = previous
+
+
+_WINOGRAD = threading.local()
+
+
+@contextlib.contextmanager
+def winograd_convolutions(tile: int):
+    """Models built inside compute their dense 3x3, stride-1, dilation-1 convolutions by Winograd F(tile x tile,
+    3 x 3) (:class:`WinogradConv2D`, same layer names and weights); ``tile`` 0 leaves them as they are. For
+    fixed-size deployment graphs, where it cuts those convolutions' multiplications 2.25x (2) or 4x (4)."""
+    if tile and tile not in TILES:
+        raise ValueError(f"Winograd output tile must be 0 (off) or one of {TILES}, received {tile!r}")
+    previous = getattr(_WINOGRAD, "tile", 0)
+    _WINOGRAD.tile = tile
+    try:
+        yield
+    finally:
+        _WINOGRAD.tile = previous
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class WinogradConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` (3x3, stride 1, dilation 1, one group) computed by Winograd F(tile x tile, 3 x 3)
+    (:mod:`keras_mv2seg.models.winograd`). The kernel variable is Keras' own ([3, 3, C, O]), so weights move
+    between the two layers as they are; the input needs a static size."""
+
+    def __init__(self, *args, tile: int = 4, **kwargs):
+        super().__init__(*args, **kwargs)
+        if (self.kernel_size != (3, 3) or self.strides != (1, 1) or self.dilation_rate != (1, 1)
+                or self.groups != 1 or self.data_format != "channels_last"):
+            raise ValueError(f"{self.name}: Winograd needs a 3x3, stride-1, dilation-1, single-group channels-last "
+                             f"convolution, received kernel {self.kernel_size}, strides {self.strides}, dilation "
+                             f"{self.dilation_rate}, groups {self.groups}, {self.data_format}")
+        if tile not in TILES:
+            raise ValueError(f"Winograd output tile must be one of {TILES}, received {tile!r}")
+        self.tile = tile
+
+    def call(self, inputs):
+        outputs = winograd_conv3x3(inputs, tf.cast(self.kernel, inputs.dtype), self.tile, self.padding)
+        if self.use_bias:
+            outputs = outputs + tf.cast(self.bias, outputs.dtype)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        return {**super().get_config(), "tile": self.tile}
 
 
 def native_depthwise_in_use() -> bool:
@@ -212,7 +261,9 @@ def conv_bn_act(
             name=name,
         )(x)
     else:
-        x = keras.layers.Conv2D(
+        tile = getattr(_WINOGRAD, "tile", 0) if (kernel_size, stride, dilation) == (3, 1, 1) else 0
+        conv = functools.partial(WinogradConv2D, tile=tile) if tile else keras.layers.Conv2D
+        x = conv(
             filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
             kernel_initializer=init.conv(role, kernel_size, filters), name=f"{name}_conv",
         )(x)
