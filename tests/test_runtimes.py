@@ -138,6 +138,30 @@ def test_deploy_refuses_unknown_combinations_and_int8_without_data(small):
         runtimes.deploy("onnxruntime", config, model, SIZE, precision="float16")
     with pytest.raises(ValueError, match="int8 needs calibration images"):
         runtimes.deploy("openvino", config, model, SIZE, precision="int8")
+    calibration = [synthetic_image(*SIZE, seed=10)[0]]
+    for backend, precision in (("onnxruntime", "int8"), ("openvino", "bf16"), ("tflite", "float32")):
+        with pytest.raises(ValueError, match="Winograd convolutions are offered for float32"):
+            runtimes.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration,
+                            winograd=4)
+    with pytest.raises(ValueError, match="need a fixed input size"):
+        runtimes.to_onnx(config, model, None, dynamic=True, winograd=4)
+
+
+@pytest.mark.parametrize("small", ["fcn", "sepaspp"], indirect=True)
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_graphs_match_keras_in_both_runtimes(small, tile):
+    """The Winograd form replaces every dense 3x3 stride-1 Conv by MatMuls and still matches Keras."""
+    config, model, images = small
+    direct, winograd = (runtimes.onnx_ops(runtimes.to_onnx(config, model, SIZE, output="logits", winograd=w))
+                        for w in (0, tile))
+    replaced = direct["Conv"] - winograd["Conv"]
+    assert replaced >= (3 if config.model.head == "fcn" else 1) and winograd["MatMul"] >= direct["MatMul"] + replaced
+    _check_float(runtimes.onnx_runner(runtimes.to_onnx(config, model, SIZE, output="logits", winograd=tile)),
+                 model, images, "logits")
+    _check_float(runtimes.openvino_runner(runtimes.to_openvino(config, model, SIZE, output="logits",
+                                                               winograd=tile)), model, images, "logits")
+    deployed = runtimes.deploy("openvino", config, model, SIZE, winograd=tile)
+    assert (deployed(images[0]) == model(images[0], training=False).numpy().argmax(-1)).mean() >= 0.999
 
 
 @pytest.mark.heavy
@@ -160,10 +184,16 @@ def test_export_tool_writes_and_verifies_runtime_formats(tiny_toy_root, tmp_path
     printed = capsys.readouterr().out
     assert f"wrote {output}" in printed and "ops: " in printed and "labels agree with Keras" in printed
     assert ("-> PASS" in printed) == (quantization == "float32")
+    winograd = "Winograd F(4x4, 3x3)" if quantization == "float32" else "direct"  # --winograd auto
+    assert f"dense 3x3 stride-1 convolutions: {winograd}" in printed
     if quantization == "int8":
         assert ("QuantizeLinear" in printed) if fmt == "onnx" else ("runtime precision per layer type" in printed)
     with pytest.raises(FileExistsError, match="exists"):
         tool.main(argv)
+    with pytest.raises(UsageError, match="--winograd: Winograd convolutions apply to fixed-size float32"):
+        tool.main(["toy", str(weights), "--format", fmt, "--input-size", "64", "128", "--quantization", "int8",
+                   "--winograd", "4", "--data-root", str(tiny_toy_root), "--calibration-images", "2", "--output",
+                   str(tmp_path / "y"), "--cfg-options", "decode_channels=32", "aux_channels=0"])
     with pytest.raises(UsageError, match="int8 calibration uses real images"):
         tool.main(["fcn_m-v2-d8_512x1024_80k_cityscapes", str(weights), "--format", fmt, "--input-size", "64", "128",
                    "--quantization", "int8", "--output", str(tmp_path / "x")])
@@ -173,4 +203,11 @@ def test_benchmark_tool_runs_the_runtime_backends(capsys):
     tool = load_tool("benchmark")
     assert tool.main(["toy", "--backend", "onnxruntime", "--shape", "64", "128", "--iters", "1", "--warmup", "1",
                       "--cfg-options", "decode_channels=32", "aux_channels=0"]) == 0
-    assert "toy onnxruntime float32 64x128 batch 1" in capsys.readouterr().out
+    assert "toy onnxruntime float32 Winograd F(4x4, 3x3) 64x128 batch 1" in capsys.readouterr().out
+    assert tool.main(["toy", "--backend", "openvino", "--shape", "64", "128", "--iters", "1", "--warmup", "1",
+                      "--winograd", "0", "--cfg-options", "decode_channels=32", "aux_channels=0"]) == 0
+    assert "toy openvino float32 64x128 batch 1" in capsys.readouterr().out
+    from keras_mv2seg.cli import UsageError
+
+    with pytest.raises(UsageError, match="not tflite float32"):
+        tool.main(["toy", "--backend", "tflite", "--shape", "64", "128", "--winograd", "2"])

@@ -5,11 +5,14 @@ matmul measured in the same run.
 
     python tools/benchmark.py CONFIG [--weights FILE] [--shape 512 1024] [--iters 20] [--xla]
         [--backend keras|saved_model|tflite|onnxruntime|openvino] [--quantization float32|float16|dynamic|bf16|int8]
-        [--data-root DIR]
+        [--data-root DIR] [--winograd auto|0|2|4]
 
 Precisions: tflite float32/float16/dynamic/int8, onnxruntime float32/int8, openvino float32/bf16/int8. int8 is
 calibrated on 8 images of the config's training split (--data-root; toy configs generate theirs; without data,
 synthetic toy scenes, which time the same but are no calibration for accuracy -- see tools/export.py).
+Float32 ONNX Runtime / OpenVINO graphs use Winograd F(4x4, 3x3) for the dense 3x3 convolutions, as the export
+does (--winograd auto); --winograd 0 times the direct convolutions. GFLOP/s counts the direct convolutions'
+multiply-adds, so a Winograd graph's figure is an effective rate.
 """
 
 import argparse
@@ -24,7 +27,7 @@ from keras_mv2seg.benchmark import matmul_gflops, summarize, time_steps  # noqa:
 from keras_mv2seg.cli import UsageError, add_config_arguments, config_from_args, run_main  # noqa: E402
 from keras_mv2seg.data.sources import has_data, sample_images  # noqa: E402
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
-from keras_mv2seg.export.runtimes import BACKENDS, deploy  # noqa: E402
+from keras_mv2seg.export.runtimes import BACKENDS, deploy, winograd_tile  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.models import build_segmenter  # noqa: E402
@@ -43,6 +46,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quantization", "--precision", dest="quantization", default="float32",
                         help="precision of the backend (see above)")
     parser.add_argument("--data-root", help="calibration images for int8 (default: the config's data.data_root)")
+    parser.add_argument("--winograd", default="auto", choices=("auto", "0", "2", "4"),
+                        help="onnxruntime/openvino float32: Winograd output tile for dense 3x3 convolutions")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = config_from_args(args)
     shape = tuple(args.shape)
@@ -55,14 +60,16 @@ def main(argv=None) -> int:
         calibration = (sample_images(config, "train", args.data_root, 8, shape) if has_data(config, args.data_root)
                        else [synthetic_image(*shape, seed=i)[0] for i in range(8)])
     try:
+        winograd = winograd_tile(args.winograd, args.backend, args.quantization)
         deployed = deploy(args.backend, config, model, shape, precision=args.quantization,
-                          calibration_images=calibration, xla=args.xla)
+                          calibration_images=calibration, xla=args.xla, winograd=winograd)
     except ValueError as error:
         raise UsageError(str(error)) from None
     result = summarize(time_steps(deployed, images, args.iters, args.warmup), macs)
     print(f"machine: {describe_machine()}")
     print(f"{config.name} {args.backend}{' (XLA)' if args.xla else ''}"
-          f" {args.quantization} {shape[0]}x{shape[1]} batch 1: "
+          f" {args.quantization}{f' Winograd F({winograd}x{winograd}, 3x3)' if winograd else ''}"
+          f" {shape[0]}x{shape[1]} batch 1: "
           f"{result['median_ms']:.1f} ms median, {result['fps']:.2f} fps, {macs / 1e9:.1f} GMACs, "
           f"{result['gflops']:.1f} GFLOP/s = {result['gflops'] / peak:.2f} x the float32 matmul ({peak:.1f} GFLOP/s)")
     return 0

@@ -8,6 +8,7 @@
                            [--data-root DIR] [--calibration-images 32] [--output model.tflite]
     python tools/export.py CONFIG WEIGHTS --format onnx|openvino --input-size H W [--quantization float32|int8]
                            [--graph-output labels|logits] [--data-root DIR] [--dynamic (onnx)] [--output FILE]
+                           [--winograd auto|0|2|4]
 
 Verification (printed): the SavedModel is reloaded (TF2 and the TF1 session loader TF Serving uses) and
 compared with the Keras model; TFLite, ONNX and OpenVINO models are reloaded from the written file, run in
@@ -15,6 +16,8 @@ their runtime (LiteRT, ONNX Runtime, OpenVINO CPU) on images of the config's dat
 agreement; max logit difference with --graph-output logits), and their op list is printed (TFLite: checked for
 Flex ops and SPACE_TO_BATCH_ND; int8: the quantize/dequantize ops and, for OpenVINO, the precision each layer
 runs in). Float32 exports must agree to 1e-3 / 99.9 %; int8 agreement is reported. A failed check exits 1.
+Fixed-size float32 ONNX and OpenVINO graphs compute the dense 3x3 stride-1 convolutions (the heads' bottlenecks,
+most of the multiply-adds) by Winograd F(4x4, 3x3) unless --winograd says otherwise (0: direct convolutions).
 int8 calibration uses images of the config's training split (--data-root; the toy configs generate theirs).
 """
 
@@ -59,6 +62,9 @@ def parse_args(argv):
     parser.add_argument("--graph-output", "--tflite-output", dest="graph_output", default="labels",
                         choices=("labels", "logits"), help="tflite/onnx/openvino: class map or logits")
     parser.add_argument("--dynamic", action="store_true", help="onnx: dynamic height and width (slower)")
+    parser.add_argument("--winograd", default="auto", choices=("auto", "0", "2", "4"),
+                        help="onnx/openvino float32, fixed size: dense 3x3 stride-1 convolutions by Winograd "
+                             "F(m x m, 3 x 3), m = 2 or 4; 0: direct; auto (default): 4 where it applies, else 0")
     parser.add_argument("--data-root", help="images for int8 calibration and the checks (default: synthetic)")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
@@ -108,6 +114,8 @@ def main(argv=None) -> int:
                          f"({config.name!r} reads {config.data.dataset})")
     if args.dynamic and args.format != "onnx":
         raise UsageError("--dynamic applies to --format onnx")
+    if args.winograd not in ("auto", "0") and args.format not in runtimes.RUNTIMES_BY_FORMAT:
+        raise UsageError(f"--winograd: applies to --format onnx or openvino, not {args.format}")
     model = build_for_inference(config, args.weights)
     if args.format == "saved_model":
         pad = tuple(config.data.crop_size) if args.pad_to_crop else None
@@ -142,11 +150,17 @@ def export_runtime(args, config, model, size, images, calibration) -> int:
     """ONNX (ONNX Runtime) or OpenVINO export: convert, quantize, write, reload from the file and verify."""
     if args.quantization not in ("float32", "int8"):
         raise UsageError(f"--format {args.format} supports --quantization float32 or int8, not {args.quantization}")
+    try:
+        winograd = runtimes.winograd_tile(args.winograd, runtimes.RUNTIMES_BY_FORMAT[args.format], args.quantization,
+                                          args.dynamic)
+    except ValueError as error:
+        raise UsageError(f"--winograd: {error}") from None
     suffix = ".onnx" if args.format == "onnx" else ".xml"
     shape_name = "dynamic" if args.dynamic else f"{size[0]}x{size[1]}"
     output = Path(args.output or Path("saved_models") / f"{config.name}_{shape_name}_{args.quantization}{suffix}")
     if args.format == "onnx":
-        content = runtimes.to_onnx(config, model, size, output=args.graph_output, dynamic=args.dynamic)
+        content = runtimes.to_onnx(config, model, size, output=args.graph_output, dynamic=args.dynamic,
+                                   winograd=winograd)
         if args.quantization == "int8":
             content = runtimes.quantize_onnx(content, calibration)
         runtimes.write_onnx(output, content, overwrite=args.overwrite)
@@ -154,7 +168,7 @@ def export_runtime(args, config, model, size, images, calibration) -> int:
         ops = runtimes.onnx_ops(output.read_bytes())
         written = f"{len(content) / 2**20:.1f} MiB"
     else:
-        ov_model = runtimes.to_openvino(config, model, size, output=args.graph_output)
+        ov_model = runtimes.to_openvino(config, model, size, output=args.graph_output, winograd=winograd)
         if args.quantization == "int8":
             ov_model = runtimes.quantize_openvino(ov_model, calibration)
         runtimes.save_openvino(ov_model, output, overwrite=args.overwrite)
@@ -165,6 +179,7 @@ def export_runtime(args, config, model, size, images, calibration) -> int:
     print(f"wrote {output} ({written}, input float32 RGB 0..255 [1, {shape_name.replace('x', ', ')}, 3], "
           f"output {args.graph_output})")
     print(f"  ops: {', '.join(f'{name} x{count}' for name, count in sorted(ops.items()))}")
+    print("  dense 3x3 stride-1 convolutions: " + (f"Winograd F({winograd}x{winograd}, 3x3)" if winograd else "direct"))
     if args.format == "openvino" and args.quantization == "int8":
         islands = runtimes.openvino_runtime_precisions(compiled)
         print("  runtime precision per layer type: " + ", ".join(

@@ -53,6 +53,19 @@ def _require(module: str, extra: str):
         raise ImportError(f"{module} is not installed: pip install -e '.[{extra}]'") from None
 
 
+def winograd_tile(choice, backend: str, precision: str, dynamic: bool = False) -> int:
+    """The Winograd output tile for a ``--winograd`` choice: ``"auto"`` -> 4 where it applies (fixed-size float32
+    ONNX Runtime / OpenVINO graphs), else 0; 0, 2 or 4 as given, ValueError where 2 or 4 cannot apply."""
+    applies = backend in RUNTIMES and precision == "float32" and not dynamic
+    if choice == "auto":
+        return 4 if applies else 0
+    tile = int(choice)
+    if tile and not applies:
+        raise ValueError(f"Winograd convolutions apply to fixed-size float32 ONNX Runtime / OpenVINO graphs, not "
+                         f"{backend} {precision}{' dynamic' if dynamic else ''} (pass 0 or auto)")
+    return tile
+
+
 def labels_function(config, model, input_size, *, output: str = "labels", dynamic: bool = False,
                     winograd: int = 0):
     """(tf.function, input signature) of the export graph at ``input_size`` (H, W); ``dynamic``: any size;
