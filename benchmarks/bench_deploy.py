@@ -10,9 +10,11 @@ convolutions' arithmetic rate (GFLOP/s = 2 x conv multiply-adds / latency) as a 
 float32 peak (a 2048x2048 matmul, measured at the start), pixel agreement with the Keras float32 model on two toy
 scenes at the input size, how close to a tie the pixels it changes are (the 90th percentile of the float32
 top-2 logit margin over the changed pixels, beside the median margin over all pixels), and the model file size;
-and the machine (CPU model, ISA flags, threads, oneDNN state). A float32 path cannot do fewer multiply-adds than
-the reference, so its latency ratio is bounded by the peak share PyTorch reaches: the ``%pk`` column says how
-close each path is to that physical ceiling.
+and the machine (CPU model, ISA flags, threads, oneDNN state). A float32 path with direct convolutions cannot
+do fewer multiply-adds than the reference, so its latency ratio is bounded by the peak share PyTorch reaches:
+the ``%pk`` column says how close each path is to that physical ceiling. Paths ``...:float32+w4`` (``wino4`` in
+the table) compute the dense 3x3 stride-1 convolutions by Winograd F(4x4, 3x3), 4x fewer multiplications there;
+their ``%pk`` counts the direct multiply-adds, so it is an effective rate and may pass 100 %.
 
 Weights: the head's Cityscapes architecture trained on the toy data (``keras_mv2seg.benchmark.toy_trained``,
 trained once and reused from work_dirs/), so that the agreement compares logits with real class margins (on
@@ -21,7 +23,8 @@ int8 is calibrated on 8 toy scenes at the input size. Accuracy (mIoU) of each pa
 ``benchmarks/export_quality.py``.
 
     python benchmarks/bench_deploy.py [--heads fcn psp aspp sepaspp] [--sizes 512x1024 512x512] [--rounds 2]
-        [--iters 5] [--paths keras:float32 onnxruntime:int8 ...] [--reference-python PY] [--no-reference]
+        [--iters 5] [--paths keras:float32 onnxruntime:int8 openvino:float32+w4 ...] [--reference-python PY]
+        [--no-reference]
 """
 
 import argparse
@@ -33,23 +36,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_size,  # noqa: E402
-                                    time_steps, toy_trained)
+from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_path,  # noqa: E402
+                                    parse_size, path_name, time_steps, toy_trained)
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.export.runtimes import deploy, threads  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
-DEFAULT_PATHS = ["keras:float32", "tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8",
-                 "openvino:float32", "openvino:bf16", "openvino:int8"]
+DEFAULT_PATHS = ["keras:float32", "tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:float32+w4",
+                 "onnxruntime:int8", "openvino:float32", "openvino:float32+w4", "openvino:bf16", "openvino:int8"]
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", nargs="*", default=list(HEAD_CONFIGS), choices=list(HEAD_CONFIGS))
     parser.add_argument("--sizes", nargs="*", default=["512x1024", "512x512"])
-    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision pairs")
+    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision[+wM] (M: Winograd tile)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the reference and every path")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
@@ -69,7 +72,7 @@ def build(head, shape):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     sizes = [parse_size(text) for text in args.sizes]
-    paths = [tuple(text.split(":")) for text in args.paths]
+    paths = [parse_path(text) for text in args.paths]
     reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
     count = threads()
     print(f"machine: {describe_machine()}")
@@ -90,14 +93,15 @@ def main(argv=None) -> int:
             flops = 2 * conv_macs(model)
             calibration = [synthetic_image(*shape, seed=i)[0] for i in range(8)]
             deployed = {}
-            for backend, precision in paths:
+            for backend, precision, tile in paths:
                 try:
-                    deployed[(backend, precision)] = deploy(backend, config, model, shape, precision=precision,
-                                                            calibration_images=calibration, num_threads=count)
+                    deployed[(backend, precision, tile)] = deploy(backend, config, model, shape, precision=precision,
+                                                                  calibration_images=calibration, num_threads=count,
+                                                                  winograd=tile)
                 except Exception as error:  # a runtime that cannot compile this graph: reported, not fatal
                     reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {backend + ' ' + precision:22s} "
-                          f"FAILED: {reason[:160]}", flush=True)
+                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} "
+                          f"{path_name(backend, precision, tile):22s} FAILED: {reason[:160]}", flush=True)
             agreement, flip_margin = {}, {}
             for key, runner in deployed.items():
                 changed = [runner(image) != labels for image, labels in zip(scenes, expected)]
@@ -112,13 +116,13 @@ def main(argv=None) -> int:
                     line, = reference.run("infer.py", "--heads", head, "--sizes", f"{shape[0]}x{shape[1]}", "--iters",
                                           args.iters, "--threads", count, "--classes", config.model.num_classes)
                     theirs = line["median_ms"]
-                for (backend, precision), runner in deployed.items():
+                for key, runner in deployed.items():
                     ours = 1000 * float(np.median(time_steps(runner, scenes, args.iters, args.warmup)))
                     size = runner.size_bytes / 2**20 if runner.size_bytes else float("nan")
-                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {backend + ' ' + precision:22s} "
+                    print(f"{HEAD_TITLES[head]:11s} {shape[0]:4d}x{shape[1]:<4d} {path_name(*key):22s} "
                           f"{round_index + 1:5d} {ours:8.1f} {theirs:10.1f} {ours / theirs:6.2f} {theirs / ours:8.2f} "
                           f"{100 * flops / ours / 1e6 / peak:4.0f} {100 * flops / theirs / 1e6 / peak:5.0f} "
-                          f"{100 * agreement[(backend, precision)]:8.2f} {flip_margin[(backend, precision)]:11.2f} "
+                          f"{100 * agreement[key]:8.2f} {flip_margin[key]:11.2f} "
                           f"{size:6.1f}", flush=True)
     return 0
 

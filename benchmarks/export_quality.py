@@ -18,14 +18,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.benchmark import toy_trained  # noqa: E402
+from keras_mv2seg.benchmark import parse_path, path_name, toy_trained  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, sample_images  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
 from keras_mv2seg.export.runtimes import deploy  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
-DEFAULT_PATHS = ["tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:int8", "openvino:float32",
-                 "openvino:bf16", "openvino:int8"]
+DEFAULT_PATHS = ["tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:float32+w4", "onnxruntime:int8",
+                 "openvino:float32", "openvino:float32+w4", "openvino:bf16", "openvino:int8"]
 MIN_AGREEMENT, MAX_MIOU_DROP = 0.99, 0.5
 
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", nargs="*", default=["fcn", "psp", "aspp", "sepaspp"])
     parser.add_argument("--max-iters", type=int, default=300)
     parser.add_argument("--calibration", type=int, default=16, help="training images for int8 calibration")
-    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision pairs")
+    parser.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, help="backend:precision[+wM] (M: Winograd tile)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from keras_mv2seg.machine import describe_machine
 
@@ -53,12 +53,14 @@ def main(argv=None) -> int:
             keras_scores.update(references[-1], label)
         keras_miou = 100 * keras_scores.result()["mIoU"]
         print(f"{head:8s} {'keras float32':22s} {keras_miou:7.2f} {0:8.2f} {100:8.2f} {'':>6s}", flush=True)
-        for backend, precision in (tuple(text.split(":")) for text in args.paths):
+        for backend, precision, tile in (parse_path(text) for text in args.paths):
+            name = path_name(backend, precision, tile)
             try:
-                runner = deploy(backend, config, model, size, precision=precision, calibration_images=calibration)
+                runner = deploy(backend, config, model, size, precision=precision, calibration_images=calibration,
+                                winograd=tile)
             except Exception as error:  # a runtime that cannot compile this graph: reported, not fatal
                 reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-                print(f"{head:8s} {backend + ' ' + precision:22s} FAILED: {reason[:160]}", flush=True)
+                print(f"{head:8s} {name:22s} FAILED: {reason[:160]}", flush=True)
                 continue
             scores = ConfusionAccumulator(config.model.num_classes)
             agreement = []
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
                 agreement.append((labels == reference).mean())
             miou = 100 * scores.result()["mIoU"]
             low = np.mean(agreement) < MIN_AGREEMENT or keras_miou - miou > MAX_MIOU_DROP
-            print(f"{head:8s} {backend + ' ' + precision:22s} {miou:7.2f} {miou - keras_miou:8.2f} "
+            print(f"{head:8s} {name:22s} {miou:7.2f} {miou - keras_miou:8.2f} "
                   f"{100 * np.mean(agreement):8.2f} {runner.size_bytes / 2**20:6.1f}{'  LOW' if low else ''}",
                   flush=True)
     return 0

@@ -51,6 +51,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def parse_path(text: str) -> tuple[str, str, int]:
+    """``backend:precision[+wM]`` -> (backend, precision, Winograd tile M or 0): ``openvino:float32+w4`` is the
+    float32 OpenVINO graph with Winograd F(4x4, 3x3) dense 3x3 convolutions, ``openvino:float32`` the direct one."""
+    backend, _, precision = text.partition(":")
+    precision, _, tile = precision.partition("+w")
+    if not backend or not precision or (tile and not tile.isdigit()):
+        raise ValueError(f"expected a path like onnxruntime:int8 or openvino:float32+w4, received {text!r}")
+    return backend, precision, int(tile or 0)
+
+
+def path_name(backend: str, precision: str, tile: int) -> str:
+    return f"{backend} {precision}" + (f" wino{tile}" if tile else "")
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     """Best-of GFLOP/s of an n x n float32 matmul: the device's practical peak for dense float32 work."""
     a = tf.random.normal((n, n))

@@ -84,3 +84,14 @@ def test_models_built_with_winograd_match_and_keep_names(head):
     with pytest.raises(ValueError, match="0 \\(off\\) or one of"):
         with winograd_convolutions(3):
             pass
+
+
+def test_benchmark_paths_name_the_winograd_tile():
+    from keras_mv2seg.benchmark import parse_path, path_name
+
+    assert parse_path("openvino:float32+w4") == ("openvino", "float32", 4)
+    assert parse_path("onnxruntime:int8") == ("onnxruntime", "int8", 0)
+    assert path_name("onnxruntime", "float32", 2) == "onnxruntime float32 wino2"
+    for bad in ("openvino", "openvino:float32+wX", ":int8"):
+        with pytest.raises(ValueError, match="expected a path like"):
+            parse_path(bad)
