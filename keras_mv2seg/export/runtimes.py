@@ -53,10 +53,16 @@ def _require(module: str, extra: str):
         raise ImportError(f"{module} is not installed: pip install -e '.[{extra}]'") from None
 
 
+def winograd_applies(backend: str, precision: str, dynamic: bool = False) -> bool:
+    """Whether Winograd convolutions are offered: fixed-size float32 ONNX Runtime / OpenVINO graphs (quantizers
+    and reduced precisions expect direct convolutions; the tiling needs a static size)."""
+    return backend in RUNTIMES and precision == "float32" and not dynamic
+
+
 def winograd_tile(choice, backend: str, precision: str, dynamic: bool = False) -> int:
-    """The Winograd output tile for a ``--winograd`` choice: ``"auto"`` -> 4 where it applies (fixed-size float32
-    ONNX Runtime / OpenVINO graphs), else 0; 0, 2 or 4 as given, ValueError where 2 or 4 cannot apply."""
-    applies = backend in RUNTIMES and precision == "float32" and not dynamic
+    """The Winograd output tile for a ``--winograd`` choice: ``"auto"`` -> 4 where it applies
+    (:func:`winograd_applies`), else 0; 0, 2 or 4 as given, ValueError where 2 or 4 cannot apply."""
+    applies = winograd_applies(backend, precision, dynamic)
     if choice == "auto":
         return 4 if applies else 0
     tile = int(choice)
@@ -326,7 +332,7 @@ def deploy(backend: str, config, model, input_size, *, precision: str = "float32
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, received {backend!r}")
     if precision not in BACKENDS[backend]:
         raise ValueError(f"backend {backend} supports precisions {BACKENDS[backend]}, received {precision!r}")
-    if winograd and (backend not in RUNTIMES or precision != "float32"):
+    if winograd and not winograd_applies(backend, precision):
         raise ValueError(f"Winograd convolutions are offered for float32 ONNX Runtime and OpenVINO graphs, not "
                          f"{backend} {precision} (quantizers and reduced precisions expect direct convolutions)")
     if precision == "int8" and not calibration_images:

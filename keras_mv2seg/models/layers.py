@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras_mv2seg.config import CONVENTIONS, DEPTHWISE_IMPLEMENTATIONS
 from keras_mv2seg.machine import native_dilated_depthwise_supported
 from keras_mv2seg.models.initializers import Initialization
-from keras_mv2seg.models.winograd import TILES, winograd_conv3x3
+from keras_mv2seg.models.winograd import TILES, check_tile, winograd_conv3x3
 from keras_mv2seg.ops import resize_bilinear
 
 KERAS_DEFAULTS = Initialization("keras")
@@ -96,8 +96,7 @@ class WinogradConv2D(keras.layers.Conv2D):
             raise ValueError(f"{self.name}: Winograd needs a 3x3, stride-1, dilation-1, single-group channels-last "
                              f"convolution, received kernel {self.kernel_size}, strides {self.strides}, dilation "
                              f"{self.dilation_rate}, groups {self.groups}, {self.data_format}")
-        if tile not in TILES:
-            raise ValueError(f"Winograd output tile must be one of {TILES}, received {tile!r}")
+        check_tile(tile)
         self.tile = tile
 
     def call(self, inputs):

@@ -33,7 +33,8 @@ TRANSFORMS = {
 TILES = tuple(TRANSFORMS)
 
 
-def _check_tile(tile: int):
+def check_tile(tile: int):
+    """ValueError unless ``tile`` is an output tile size with transforms here."""
     if tile not in TRANSFORMS:
         raise ValueError(f"Winograd output tile must be one of {TILES}, received {tile!r}")
 
@@ -54,7 +55,7 @@ def _combine(matrix: np.ndarray, parts: list) -> list:
 
 def transformed_kernel(kernel, tile: int):
     """``G g G^T`` of a 3x3 kernel [3, 3, C, O] -> [(m+2)^2, C, O] (constant-folded in exported graphs)."""
-    _check_tile(tile)
+    check_tile(tile)
     g = tf.constant(TRANSFORMS[tile][1], kernel.dtype)
     n = tile + 2
     u = tf.einsum("ia,abco,jb->ijco", g, kernel, g)
@@ -64,12 +65,12 @@ def transformed_kernel(kernel, tile: int):
 def winograd_conv3x3(x, kernel, tile: int = 4, padding: str = "same"):
     """The 3x3, stride-1, dilation-1 convolution of ``x`` [B, H, W, C] (static H, W, C) with ``kernel``
     [3, 3, C, O] by Winograd F(tile x tile, 3 x 3); ``padding`` 'same' (1 pixel each side) or 'valid'."""
-    _check_tile(tile)
+    check_tile(tile)
     if padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same' or 'valid', received {padding!r}")
     b_t, _, a_t = TRANSFORMS[tile]
     n = tile + 2
-    batch, height, width, channels = x.shape
+    _, height, width, channels = x.shape
     if None in (height, width, channels):
         raise ValueError(f"Winograd convolution needs a static input size, received {tuple(x.shape)}")
     border = 1 if padding == "same" else 0
