@@ -29,7 +29,7 @@ class UsageError(ValueError):
 
 def _user_errors():
     """Exception types that mean "the input is wrong", not "the program is wrong"."""
-    from keras_mv2seg.convert.torch_pickle import UnsafeCheckpointError
+    from keras_mv2seg.weights.torch_pickle import UnsafeCheckpointError
 
     return (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
             PermissionError, UnsafeCheckpointError, KeyError)
@@ -149,7 +149,7 @@ def read_image(path) -> np.ndarray:
 
 def convert_main(argv, kind: str) -> int:
     """The converter tools (tools/convert_mmseg.py, tools/convert_deeplab.py): parse, convert, check."""
-    from keras_mv2seg.convert.check import convert_and_check
+    from keras_mv2seg.weights.check import convert_and_check
 
     source_help = {"mmseg": "mmseg .pth checkpoint", "deeplab": "DeepLab TF1 checkpoint prefix (model.ckpt)"}
     parser = argparse.ArgumentParser(description=f"Convert an {source_help[kind]} to Keras weights and check it.")

@@ -38,7 +38,7 @@ def varname_fixtures() -> Path:
 
 def parity(out: np.ndarray, ref: np.ndarray) -> dict:
     """relative error, max abs difference and class-map agreement of NHWC logits."""
-    from keras_mv2seg.convert.check import compare
+    from keras_mv2seg.weights.check import compare
 
     return compare(out, ref)
 

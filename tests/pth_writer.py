@@ -84,7 +84,7 @@ def save_pth(path, state_dict: dict, meta=None, root: str = "archive"):
 
 def backbone_state_dict(model, seed: int = 0) -> dict:
     """Random weights in the mmseg/mmcls layout for every backbone layer of ``model`` (PyTorch layouts)."""
-    from keras_mv2seg.convert.mmseg import source_key
+    from keras_mv2seg.weights.mmseg import source_key
 
     rng = np.random.default_rng(seed)
     state = {}

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 import keras_mv2seg
 from keras_mv2seg import build_segmenter, get_config
-from keras_mv2seg.convert.core import WeightMappingError, variable_role, weighted_layers
-from keras_mv2seg.convert.deeplab import read_checkpoint, source_key
+from keras_mv2seg.weights.port import WeightMappingError, variable_role, weighted_layers
+from keras_mv2seg.weights.deeplab import read_checkpoint, source_key
 from keras_mv2seg.inference import pad_to_crop_predict
 
 

@@ -205,7 +205,7 @@ def test_non_finite_keras_weights_are_refused_and_nothing_changes(tmp_path):
 def test_truncated_tf_checkpoint_names_the_variable(tmp_path):
     import tensorflow as tf
 
-    from keras_mv2seg.convert.deeplab import read_checkpoint
+    from keras_mv2seg.weights.deeplab import read_checkpoint
 
     prefix = tf.train.Checkpoint(weights=tf.Variable(np.arange(20000, dtype=np.float32))).write(
         str(tmp_path / "model.ckpt"))

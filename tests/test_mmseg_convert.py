@@ -6,9 +6,9 @@ import pytest
 
 import keras_mv2seg
 from keras_mv2seg import build_segmenter, get_config
-from keras_mv2seg.convert.core import WeightMappingError
-from keras_mv2seg.convert.mmseg import module_path
-from keras_mv2seg.convert.torch_pickle import load_state_dict
+from keras_mv2seg.weights.port import WeightMappingError
+from keras_mv2seg.weights.mmseg import module_path
+from keras_mv2seg.weights.torch_pickle import load_state_dict
 from keras_mv2seg.models import intermediate_model
 from tests.conftest import parity
 from tests.pth_writer import backbone_state_dict, save_pth

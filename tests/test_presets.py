@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_mv2seg
-from keras_mv2seg import presets
+from keras_mv2seg.weights import presets
 from tests.conftest import parity
 
 
@@ -246,8 +246,8 @@ def _released_file_for(preset, tmp_path):
     under the official variable names. Returns (bytes, the model whose weights it holds)."""
     import tensorflow as tf
 
-    from keras_mv2seg.convert import deeplab, mmseg
-    from keras_mv2seg.convert.core import variable_role, weighted_layers
+    from keras_mv2seg.weights import deeplab, mmseg
+    from keras_mv2seg.weights.port import variable_role, weighted_layers
     from tests.pth_writer import save_pth
 
     config = presets.preset_config(preset.name)

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_mv2seg.convert.torch_pickle import UnsafeCheckpointError, load_state_dict, load_torch_file
+from keras_mv2seg.weights.torch_pickle import UnsafeCheckpointError, load_state_dict, load_torch_file
 from tests.pth_writer import Strided, save_pth
 
 

@@ -59,7 +59,7 @@ def _output_arguments(parser):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     if any(a == "--preset" or a.startswith("--preset=") for a in argv):
-        from keras_mv2seg.presets import list_presets
+        from keras_mv2seg.weights.presets import list_presets
 
         parser.add_argument("--preset", required=True, choices=list_presets(), metavar="NAME",
                             help="a released model by name: " + ", ".join(list_presets()))
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         raise UsageError(f"--opacity must be in [0, 1], received {args.opacity}")
     inputs = expand_inputs(args.inputs)
     if args.preset:
-        from keras_mv2seg.presets import from_preset, preset_config
+        from keras_mv2seg.weights.presets import from_preset, preset_config
 
         config, model = preset_config(args.preset), from_preset(args.preset)
     else:

@@ -37,10 +37,10 @@ from pathlib import Path
 import keras
 
 from keras_mv2seg.config import get_config
-from keras_mv2seg.convert.deeplab import load_deeplab_checkpoint
-from keras_mv2seg.convert.mmseg import load_mmseg_checkpoint
 from keras_mv2seg.models.segmenter import build_segmenter
-from keras_mv2seg.weight_files import save_weights
+from keras_mv2seg.weights.deeplab import checkpoint_prefix
+from keras_mv2seg.weights.importers import import_checkpoint
+from keras_mv2seg.weights.saved import load_keras_weights, save_weights
 
 DOWNLOAD_TIMEOUT_S = 60  # seconds without data before a download is abandoned (unless a default is set)
 MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2"
@@ -215,11 +215,10 @@ def _checkpoint_in_tarball(tarball: Path) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
             raise ValueError(f"{tarball}: not a readable .tar.gz ({error}); delete it and download again") from None
         os.replace(staging, folder)
-    indexes = sorted(folder.rglob("*.index"))
-    if len(indexes) != 1:
-        raise ValueError(f"{tarball}: expected exactly one checkpoint (*.index) inside, found "
-                         f"{[str(p.relative_to(folder)) for p in indexes]}")
-    return indexes[0].with_suffix("")
+    try:
+        return Path(checkpoint_prefix(folder))
+    except FileNotFoundError as error:
+        raise ValueError(f"{tarball}: expected exactly one checkpoint (*.index) inside ({error})") from None
 
 
 def preset_weights(name: str, *, training: bool = False, base_url: str | None = None,
@@ -235,8 +234,7 @@ def preset_weights(name: str, *, training: bool = False, base_url: str | None = 
     if preset.kind == "deeplab":
         source = _checkpoint_in_tarball(source)
     model = build_segmenter(config, auxiliary=training)
-    load_checkpoint = load_deeplab_checkpoint if preset.kind == "deeplab" else load_mmseg_checkpoint
-    load_checkpoint(model, source)  # strict: every weight, no unused tensor, no NaN
+    import_checkpoint(model, source)  # strict: every weight, no unused tensor, no NaN
     return save_weights(model, converted, config)
 
 
@@ -246,7 +244,7 @@ def from_preset(name: str, *, training: bool = False, base_url: str | None = Non
     config = preset_config(name, presets)
     path = preset_weights(name, training=training, base_url=base_url, presets=presets)
     model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
-    model.load_weights(path)
+    load_keras_weights(model, path)
     return model
 
 

@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from keras_mv2seg.convert.core import PortReport, WeightMappingError, port_weights
-from keras_mv2seg.convert.torch_pickle import load_state_dict
+from keras_mv2seg.weights.port import PortReport, WeightMappingError, port_weights, unit_of
+from keras_mv2seg.weights.torch_pickle import load_state_dict
 from keras_mv2seg.models.mobilenet_v2 import block_schedule
 from keras_mv2seg.models.segmenter import layer_part
 
@@ -33,20 +33,6 @@ _HEAD_UNIT = re.compile(r"^(decode|aux)_([a-z0-9_]+?)(\d+)?(?:_(depthwise|pointw
 _HEAD_PREFIX = {"decode": "decode_head", "aux": "auxiliary_head"}
 _SEQUENTIAL_POOLS = ("psp_modules", "image_pool")  # nn.Sequential(AdaptiveAvgPool2d, ConvModule)
 _BLOCKS = {spec.index: spec for spec in block_schedule(8, "mmseg")}
-
-
-def unit_of(layer) -> tuple[str, str]:
-    """(unit name, kind) of a Keras layer: kind is conv, depthwise, bn or classifier."""
-    name = layer.name
-    if name.endswith("_conv_seg"):
-        return name[: -len("_conv_seg")], "classifier"
-    if name.endswith("_bn"):
-        return name[:-3], "bn"
-    if name.endswith("_conv"):
-        return name[:-5], "conv"
-    if type(layer).__name__ == "DepthwiseConv2D":
-        return name, "depthwise"
-    raise WeightMappingError(f"layer {name!r} ({type(layer).__name__}) follows no naming rule of keras_mv2seg")
 
 
 def module_path(unit: str) -> str:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mv2seg.convert.core import PortReport, WeightMappingError, port_weights
-from keras_mv2seg.convert.mmseg import unit_of
+from keras_mv2seg.weights.port import PortReport, WeightMappingError, port_weights, unit_of
 
 # Bookkeeping variables found in official and zoo checkpoints; never model weights.
 IGNORED_VARIABLES = (
@@ -76,19 +75,36 @@ def source_key(layer, role: str) -> str:
 
 
 def checkpoint_prefix(path) -> str:
-    """``model.ckpt`` (with ``.index`` beside it), a shard file of it, or a folder with a ``checkpoint`` file."""
+    """``model.ckpt`` (with ``.index`` beside it), a shard file of it, or a folder: the checkpoint its
+    ``checkpoint`` file names, else its single ``*.index`` anywhere below it (the official tarballs' layout,
+    which has no ``checkpoint`` file); two or more, or none, is an error naming what was found."""
     path = Path(os.fspath(path))
     if path.is_dir():
-        import tensorflow as tf
+        if (path / "checkpoint").is_file():
+            import tensorflow as tf
 
-        latest = tf.train.latest_checkpoint(str(path))
-        if latest is None:
-            raise FileNotFoundError(f"{path}: folder holds no TF checkpoint (no usable 'checkpoint' file)")
-        return latest
+            latest = tf.train.latest_checkpoint(str(path))
+            if latest is not None:
+                return latest
+        indexes = sorted(path.rglob("*.index"))
+        if len(indexes) != 1:
+            found = [str(p.relative_to(path)) for p in indexes]
+            raise FileNotFoundError(f"{path}: a DeepLab checkpoint folder must hold exactly one *.index file (or "
+                                    f"a 'checkpoint' file naming one); found {found or 'none'}")
+        return str(indexes[0].with_suffix(""))
     text = re.sub(r"\.(index|data-\d+-of-\d+|meta)$", "", str(path))
     if not Path(f"{text}.index").is_file():
         raise FileNotFoundError(f"TF checkpoint not found: {text}.index does not exist")
     return text
+
+
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` names a TF checkpoint :func:`checkpoint_prefix` resolves (prefix, shard or folder)."""
+    try:
+        checkpoint_prefix(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def read_checkpoint(path) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Weight porting core shared by the mmseg and DeepLab importers.
+"""Weight porting core shared by the mmseg and DeepLab importers, and the one naming rule both read
+(:func:`unit_of`: a Keras layer name -> its unit and kind).
 
 An importer supplies ``source_key(layer, role) -> str | None`` (``None``: the layer is deliberately left as
 it is, e.g. a skipped classifier) and ``transform(layer, role, array) -> array``. :func:`port_weights`
@@ -116,3 +117,17 @@ def port_weights(model: keras.Model, tensors: dict[str, np.ndarray], source_key,
         report.assigned.append(variable.path)
     logger.info("%s", report)
     return report
+
+
+def unit_of(layer) -> tuple[str, str]:
+    """(unit name, kind) of a Keras layer: kind is conv, depthwise, bn or classifier."""
+    name = layer.name
+    if name.endswith("_conv_seg"):
+        return name[: -len("_conv_seg")], "classifier"
+    if name.endswith("_bn"):
+        return name[:-3], "bn"
+    if name.endswith("_conv"):
+        return name[:-5], "conv"
+    if type(layer).__name__ == "DepthwiseConv2D":
+        return name, "depthwise"
+    raise WeightMappingError(f"layer {name!r} ({type(layer).__name__}) follows no naming rule of keras_mv2seg")

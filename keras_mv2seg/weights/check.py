@@ -19,7 +19,8 @@ import numpy as np
 from keras_mv2seg.data.toy import synthetic_image
 from keras_mv2seg.files import refuse_existing, staging_path
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
-from keras_mv2seg.weights import load_weights, save_weights
+from keras_mv2seg.weights.loading import load_weights
+from keras_mv2seg.weights.saved import save_weights
 
 # (relative error, max abs difference, class-map agreement) the parity check must meet, per convention.
 TOLERANCES = {"mmseg": (1e-4, 2e-3, 0.9999), "deeplab": (None, 1e-3, 0.999)}

@@ -1,0 +1,92 @@
+"""The project's Keras weight files: ``.weights.h5`` written atomically with the model's metadata (config,
+convention, head, classes, view) as an HDF5 attribute, that metadata read back, and the one way such a file is
+loaded (:func:`load_keras_weights`: all or nothing, non-finite values refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from keras_mv2seg.files import atomic_save
+from keras_mv2seg.models.segmenter import model_config_of
+from keras_mv2seg.weights.port import PortReport
+from keras_mv2seg.version import __version__
+
+METADATA_KEY = "keras_mv2seg"  # HDF5 root attribute of .weights.h5 files written by save_weights
+
+
+def save_weights(model: keras.Model, path, config=None) -> Path:
+    """Save ``model``'s weights to a ``.weights.h5`` file atomically, with the model's metadata in the file:
+    config name, convention, head, classes and view (``training``: with the auxiliary head, ``inference``).
+    :func:`keras_mv2seg.weights.load_weights` and ``build_for_inference`` read it instead of guessing from
+    layer names."""
+    path = Path(os.fspath(path))
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"{path}: Keras weight files must end with .weights.h5")
+    model_config = model_config_of(model)
+    metadata = {"format": 1, "keras_mv2seg": __version__, "config": getattr(config, "name", model.name),
+                "view": "training" if isinstance(model.output, dict) else "inference"}
+    if model_config is not None:
+        metadata.update(convention=model_config.convention, head=model_config.head,
+                        num_classes=model_config.num_classes)
+
+    def save(staging):
+        model.save_weights(staging)
+        with h5py.File(staging, "a") as handle:
+            handle.attrs[METADATA_KEY] = json.dumps(metadata)
+
+    return atomic_save(path, save)
+
+
+def weights_metadata(path) -> dict | None:
+    """The metadata :func:`save_weights` stored in a ``.weights.h5`` file; None for files written otherwise
+    (older releases, plain ``model.save_weights``)."""
+    path = Path(os.fspath(path))
+    if not path.name.endswith(".weights.h5") or not path.is_file():
+        return None
+    with h5py.File(path, "r") as handle:
+        value = handle.attrs.get(METADATA_KEY)
+    return json.loads(value) if value is not None else None
+
+
+def load_keras_weights(model: keras.Model, path, *, allow_non_finite: bool = False) -> PortReport:
+    """Load a Keras weight file into ``model``, all or nothing: a file that does not fit, cannot be read, or
+    (unless ``allow_non_finite``) holds NaN/inf values leaves the model as it was and raises ValueError naming
+    the file -- and, where the file carries :func:`save_weights` metadata, what it was written from."""
+    path = Path(os.fspath(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        metadata = weights_metadata(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable Keras weights file ({str(error).splitlines()[0]}); "
+                         "delete it or write it again") from None
+    before = [np.array(v) for v in model.weights]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns per layer before it raises: the error below says it all
+            model.load_weights(path)
+    except (OSError, ValueError, KeyError) as error:
+        _restore(model, before)
+        written = (f" (written from config {metadata.get('config')!r}, head {metadata.get('head')!r}, "
+                   f"{metadata.get('num_classes')} classes, {metadata.get('view')} view)") if metadata else ""
+        raise ValueError(f"{path}: cannot load these Keras weights into model {model.name!r}{written}: "
+                         f"{str(error).splitlines()[0][:300]}") from None
+    bad = [v.path for v in model.weights
+           if np.issubdtype(np.dtype(v.dtype), np.floating) and not np.isfinite(np.asarray(v)).all()]
+    if bad and not allow_non_finite:
+        _restore(model, before)
+        raise ValueError(f"{path}: {len(bad)} weights hold NaN/inf values (a diverged or corrupt run); nothing "
+                         f"was loaded (allow_non_finite=True loads them anyway): {', '.join(bad[:5])}")
+    return PortReport(str(path), assigned=[v.path for v in model.weights])
+
+
+def _restore(model: keras.Model, values):
+    for variable, value in zip(model.weights, values):
+        variable.assign(value)
