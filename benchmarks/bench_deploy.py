@@ -39,7 +39,8 @@ import keras_mv2seg  # noqa: E402
 from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_path,  # noqa: E402
                                     parse_size, path_name, time_steps, toy_trained)
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
-from keras_mv2seg.export.runtimes import deploy, threads  # noqa: E402
+from keras_mv2seg.export.deploy import deploy  # noqa: E402
+from keras_mv2seg.machine import usable_threads as threads  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402

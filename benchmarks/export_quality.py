@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from keras_mv2seg.benchmark import parse_path, path_name, toy_trained  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, sample_images  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
-from keras_mv2seg.export.runtimes import deploy  # noqa: E402
+from keras_mv2seg.export.deploy import deploy  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
 DEFAULT_PATHS = ["tflite:float32", "tflite:int8", "onnxruntime:float32", "onnxruntime:float32+w4", "onnxruntime:int8",

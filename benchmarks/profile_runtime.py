@@ -25,7 +25,11 @@ import numpy as np  # noqa: E402
 
 from keras_mv2seg.benchmark import HEAD_CONFIGS, parse_size  # noqa: E402
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
-from keras_mv2seg.export import runtimes  # noqa: E402
+from keras_mv2seg.export import deploy as deployment  # noqa: E402
+from keras_mv2seg.export import graph  # noqa: E402
+from keras_mv2seg import machine  # noqa: E402
+from keras_mv2seg.export import onnx as onnx_export  # noqa: E402
+from keras_mv2seg.export import openvino as openvino_export  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +38,7 @@ from bench_deploy import build  # noqa: E402
 
 def openvino_layers(ov_model, precision, image, iters, num_threads):
     """[(name, type, kernel, ms)] averaged over ``iters`` runs after one warm-up."""
-    compiled = runtimes.openvino_compile(ov_model, precision, num_threads, profile=True)
+    compiled = openvino_export.openvino_compile(ov_model, precision, num_threads, profile=True)
     request = compiled.create_infer_request()
     request.infer({0: image})
     totals = defaultdict(float)
@@ -49,8 +53,8 @@ def openvino_layers(ov_model, precision, image, iters, num_threads):
 
 
 def onnxruntime_layers(content, image, iters, num_threads):
-    ort = runtimes._require("onnxruntime", "onnx")
-    options = runtimes.onnx_session_options(ort, num_threads)
+    ort = graph.require("onnxruntime", "onnx")
+    options = onnx_export.onnx_session_options(ort, num_threads)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "ort")
@@ -73,29 +77,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head", default="fcn", choices=list(HEAD_CONFIGS))
     parser.add_argument("--size", default="512x1024")
-    parser.add_argument("--runtime", default="openvino", choices=runtimes.RUNTIMES)
+    parser.add_argument("--runtime", default="openvino", choices=graph.RUNTIMES)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
-    if args.precision not in runtimes.PRECISIONS[args.runtime]:
-        parser.error(f"--precision for {args.runtime}: one of {runtimes.PRECISIONS[args.runtime]}")
+    if args.precision not in deployment.PRECISIONS[args.runtime]:
+        parser.error(f"--precision for {args.runtime}: one of {deployment.PRECISIONS[args.runtime]}")
     shape = parse_size(args.size)
     config, model, source = build(args.head, shape)
     image = synthetic_image(*shape, seed=100)
     calibration = [synthetic_image(*shape, seed=i)[0] for i in range(8)]
-    count = runtimes.threads()
+    count = machine.usable_threads()
     print(f"machine: {describe_machine()}")
     print(f"{args.head} {args.size} {args.runtime} {args.precision}, {count} threads, mean of {args.iters}; {source}")
     if args.runtime == "openvino":
-        ov_model = runtimes.to_openvino(config, model, shape)
+        ov_model = openvino_export.to_openvino(config, model, shape)
         if args.precision == "int8":
-            ov_model = runtimes.quantize_openvino(ov_model, calibration)
+            ov_model = openvino_export.quantize_openvino(ov_model, calibration)
         layers = openvino_layers(ov_model, args.precision, image, args.iters, count)
     else:
-        content = runtimes.to_onnx(config, model, shape)
+        content = onnx_export.to_onnx(config, model, shape)
         if args.precision == "int8":
-            content = runtimes.quantize_onnx(content, calibration)
+            content = onnx_export.quantize_onnx(content, calibration)
         layers = onnxruntime_layers(content, image, args.iters, count)
     total = sum(ms for *_, ms in layers)
     by_type = defaultdict(lambda: [0.0, 0])

@@ -41,14 +41,20 @@ def atomic_write(path, data: bytes | str, *, sync: bool = False) -> Path:
     return path
 
 
-def atomic_save(path, save) -> Path:
-    """Call ``save(staging_path)`` then move the result over ``path`` (files, or folders such as SavedModels)."""
+def atomic_save(path, save, check=None) -> Path:
+    """Call ``save(staging_path)``, then ``check(staging_path)`` if given (verification of what was written: it
+    raises, or returns False, to refuse it), then move the result over ``path`` (files, or folders such as
+    SavedModels). A failed save or check, or a kill before the rename, leaves nothing at ``path`` but what was
+    there before."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_path(path)
     _remove(tmp)
     try:
         save(tmp)
+        if check is not None and check(tmp) is False:
+            _remove(tmp)
+            return None
     except BaseException:
         _remove(tmp)
         raise

@@ -65,15 +65,21 @@ def native_dilated_depthwise_supported() -> bool:
     return True
 
 
+def usable_threads() -> int:
+    """Logical CPUs this process may run on (its affinity mask where the OS has one): the default thread count
+    of every runtime the project drives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict:
     """CPU model, ISA flags present, logical CPUs usable by this process, TF version, oneDNN state, GPUs."""
     import tensorflow as tf
 
     model, flags = _cpuinfo()
-    try:
-        threads = len(os.sched_getaffinity(0))
-    except AttributeError:
-        threads = os.cpu_count()
+    threads = usable_threads()
     return {
         "cpu": model,
         "isa": [flag for flag in ISA_FLAGS if flag in flags],

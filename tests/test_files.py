@@ -63,3 +63,20 @@ def test_refuse_existing_names_the_file_and_the_way_to_ask(tmp_path):
     with pytest.raises(FileExistsError, match="pass --overwrite to replace it"):
         refuse_existing(path, False, how="--overwrite")
     assert refuse_existing(path, True) == path
+
+
+def test_atomic_save_publishes_only_what_its_check_accepts(tmp_path):
+    """Exports are verified under their staging name: a refused or failing check leaves nothing at the path."""
+    target = tmp_path / "model.tflite"
+    assert atomic_save(target, lambda tmp: tmp.write_bytes(b"bad"), check=lambda staged: False) is None
+    assert not target.exists() and not staging_path(target).exists()
+
+    def failing(staged):
+        assert staged.read_bytes() == b"x"
+        raise Killed()
+
+    with pytest.raises(Killed):
+        atomic_save(target, lambda tmp: tmp.write_bytes(b"x"), check=failing)
+    assert not target.exists() and not staging_path(target).exists()
+    assert atomic_save(target, lambda tmp: tmp.write_bytes(b"ok"), check=lambda staged: True) == target
+    assert target.read_bytes() == b"ok"

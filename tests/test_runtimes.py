@@ -6,7 +6,9 @@ import pytest
 
 import keras_mv2seg
 from keras_mv2seg.data.toy import synthetic_image
-from keras_mv2seg.export import runtimes
+from keras_mv2seg.export import deploy as deployment
+from keras_mv2seg.export import onnx as onnx_export
+from keras_mv2seg.export import openvino as openvino_export
 from tests.conftest import load_tool
 
 pytest.importorskip("onnxruntime")
@@ -39,16 +41,16 @@ def _check_float(run, model, images, output):
 @pytest.mark.parametrize("output", ["logits", "labels"])
 def test_onnx_float32_matches_keras_with_native_dilations(small, output):
     config, model, images = small
-    content = runtimes.to_onnx(config, model, SIZE, output=output)
-    ops = runtimes.onnx_ops(content)
+    content = onnx_export.to_onnx(config, model, SIZE, output=output)
+    ops = onnx_export.onnx_ops(content)
     assert ops["Conv"] >= 50 and "SpaceToDepth" not in ops and "DepthToSpace" not in ops
     assert (ops["ArgMax"] == 1) == (output == "labels")
-    _check_float(runtimes.onnx_runner(content), model, images, output)
+    _check_float(onnx_export.onnx_runner(content), model, images, output)
 
 
 def test_onnx_dynamic_size_runs_any_size(small):
     config, model, _ = small
-    run = runtimes.onnx_runner(runtimes.to_onnx(config, model, None, output="logits", dynamic=True))
+    run = onnx_export.onnx_runner(onnx_export.to_onnx(config, model, None, output="logits", dynamic=True))
     for size in ((48, 64), (40, 72)):
         image = synthetic_image(*size, seed=5)
         np.testing.assert_allclose(run(image), model(image, training=False).numpy(), atol=1e-3)
@@ -57,8 +59,8 @@ def test_onnx_dynamic_size_runs_any_size(small):
 def test_onnx_int8_is_quantized_per_channel_and_close(small):
     config, model, images = small
     calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(4)]
-    content = runtimes.quantize_onnx(runtimes.to_onnx(config, model, SIZE, output="logits"), calibration)
-    ops = runtimes.onnx_ops(content)
+    content = onnx_export.quantize_onnx(onnx_export.to_onnx(config, model, SIZE, output="logits"), calibration)
+    ops = onnx_export.onnx_ops(content)
     assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
     import onnx
 
@@ -69,38 +71,38 @@ def test_onnx_int8_is_quantized_per_channel_and_close(small):
                           and len(scales[node.input[1]].dims) == 1 and scales[node.input[1]].dims[0] > 1]
     assert conv_weight_scales, "weights are quantized per channel (one scale per output channel)"
     expected = model(images[0], training=False).numpy()
-    result = runtimes.onnx_runner(content)(images[0])
+    result = onnx_export.onnx_runner(content)(images[0])
     assert np.abs(result - expected).max() <= 0.25 * np.abs(expected).max() + 1e-6
     with pytest.raises(ValueError, match="calibration images"):
-        runtimes.quantize_onnx(content, [])
+        onnx_export.quantize_onnx(content, [])
 
 
 @pytest.mark.parametrize("output", ["logits", "labels"])
 def test_openvino_float32_matches_keras(small, output):
     config, model, images = small
-    ov_model = runtimes.to_openvino(config, model, SIZE, output=output)
+    ov_model = openvino_export.to_openvino(config, model, SIZE, output=output)
     assert ov_model.outputs[0].get_any_name() == output
     # float32 is asked for explicitly: on AVX512_BF16/AMX CPUs OpenVINO's default inference precision is bf16
-    compiled = runtimes.openvino_compile(ov_model, "float32")
+    compiled = openvino_export.openvino_compile(ov_model, "float32")
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
-    _check_float(runtimes.openvino_runner(ov_model, "float32"), model, images, output)
-    assert runtimes.openvino_runner(ov_model, "bf16")(images[0]).shape[:3] == (1, *SIZE)
+    _check_float(openvino_export.openvino_runner(ov_model, "float32"), model, images, output)
+    assert openvino_export.openvino_runner(ov_model, "bf16")(images[0]).shape[:3] == (1, *SIZE)
 
 
 def test_openvino_int8_with_nncf_runs_convolutions_in_int8(small, tmp_path):
     config, model, images = small
     calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(4)]
-    quantized = runtimes.quantize_openvino(runtimes.to_openvino(config, model, SIZE, output="logits"), calibration)
-    assert runtimes.openvino_ops(quantized)["FakeQuantize"] > 10
-    path = runtimes.save_openvino(quantized, tmp_path / "m.xml")
+    quantized = openvino_export.quantize_openvino(openvino_export.to_openvino(config, model, SIZE, output="logits"), calibration)
+    assert openvino_export.openvino_ops(quantized)["FakeQuantize"] > 10
+    path = openvino_export.save_openvino(quantized, tmp_path / "m.xml")
     assert path.with_suffix(".bin").is_file()
-    precisions = runtimes.openvino_runtime_precisions(runtimes.openvino_compile(path, "int8"))
+    precisions = openvino_export.openvino_runtime_precisions(openvino_export.openvino_compile(path, "int8"))
     assert any(layer == "Convolution" and precision in ("u8", "i8") for layer, precision in precisions)
     expected = model(images[0], training=False).numpy()
-    assert np.abs(runtimes.openvino_runner(path, "int8")(images[0]) - expected).max() \
+    assert np.abs(openvino_export.openvino_runner(path, "int8")(images[0]) - expected).max() \
         <= 0.25 * np.abs(expected).max() + 1e-6
     with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
-        runtimes.save_openvino(quantized, path)
+        openvino_export.save_openvino(quantized, path)
 
 
 def test_openvino_int8_pspnet_compiles_without_a_fallback():
@@ -110,8 +112,8 @@ def test_openvino_int8_pspnet_compiles_without_a_fallback():
     config = keras_mv2seg.get_config("pspnet_m-v2-d8_512x1024_80k_cityscapes", decode_channels=32, aux_channels=0)
     model = keras_mv2seg.build_segmenter(config)
     calibration = [synthetic_image(*size, seed=i)[0] for i in range(2)]
-    quantized = runtimes.quantize_openvino(runtimes.to_openvino(config, model, size), calibration)
-    precisions = runtimes.openvino_runtime_precisions(runtimes.openvino_compile(quantized, "int8"))
+    quantized = openvino_export.quantize_openvino(openvino_export.to_openvino(config, model, size), calibration)
+    precisions = openvino_export.openvino_runtime_precisions(openvino_export.openvino_compile(quantized, "int8"))
     assert any(layer == "Convolution" and precision in ("u8", "i8") for layer, precision in precisions)
     assert not any(layer == "MatMul" and precision in ("u8", "i8") for layer, precision in precisions)
 
@@ -123,7 +125,7 @@ def test_openvino_int8_pspnet_compiles_without_a_fallback():
 def test_every_backend_deploys_behind_one_interface(small, backend, precision):
     config, model, images = small
     calibration = [synthetic_image(*SIZE, seed=10 + i)[0] for i in range(2)]
-    deployed = runtimes.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration)
+    deployed = deployment.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration)
     labels = deployed(images[0])
     assert labels.shape == (1, *SIZE) and labels.dtype == np.int32
     if precision == "float32":
@@ -135,16 +137,16 @@ def test_every_backend_deploys_behind_one_interface(small, backend, precision):
 def test_deploy_refuses_unknown_combinations_and_int8_without_data(small):
     config, model, _ = small
     with pytest.raises(ValueError, match="supports precisions"):
-        runtimes.deploy("onnxruntime", config, model, SIZE, precision="float16")
+        deployment.deploy("onnxruntime", config, model, SIZE, precision="float16")
     with pytest.raises(ValueError, match="int8 needs calibration images"):
-        runtimes.deploy("openvino", config, model, SIZE, precision="int8")
+        deployment.deploy("openvino", config, model, SIZE, precision="int8")
     calibration = [synthetic_image(*SIZE, seed=10)[0]]
     for backend, precision in (("onnxruntime", "int8"), ("openvino", "bf16"), ("tflite", "float32")):
-        with pytest.raises(ValueError, match="Winograd convolutions are offered for float32"):
-            runtimes.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration,
+        with pytest.raises(ValueError, match="Winograd convolutions apply to fixed-size float32"):
+            deployment.deploy(backend, config, model, SIZE, precision=precision, calibration_images=calibration,
                             winograd=4)
     with pytest.raises(ValueError, match="need a fixed input size"):
-        runtimes.to_onnx(config, model, None, dynamic=True, winograd=4)
+        onnx_export.to_onnx(config, model, None, dynamic=True, winograd=4)
 
 
 @pytest.mark.parametrize("small", ["fcn", "sepaspp"], indirect=True)
@@ -152,15 +154,15 @@ def test_deploy_refuses_unknown_combinations_and_int8_without_data(small):
 def test_winograd_graphs_match_keras_in_both_runtimes(small, tile):
     """The Winograd form replaces every dense 3x3 stride-1 Conv by MatMuls and still matches Keras."""
     config, model, images = small
-    direct, winograd = (runtimes.onnx_ops(runtimes.to_onnx(config, model, SIZE, output="logits", winograd=w))
+    direct, winograd = (onnx_export.onnx_ops(onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=w))
                         for w in (0, tile))
     replaced = direct["Conv"] - winograd["Conv"]
     assert replaced >= (3 if config.model.head == "fcn" else 1) and winograd["MatMul"] >= direct["MatMul"] + replaced
-    _check_float(runtimes.onnx_runner(runtimes.to_onnx(config, model, SIZE, output="logits", winograd=tile)),
+    _check_float(onnx_export.onnx_runner(onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=tile)),
                  model, images, "logits")
-    _check_float(runtimes.openvino_runner(runtimes.to_openvino(config, model, SIZE, output="logits",
+    _check_float(openvino_export.openvino_runner(openvino_export.to_openvino(config, model, SIZE, output="logits",
                                                                winograd=tile)), model, images, "logits")
-    deployed = runtimes.deploy("openvino", config, model, SIZE, winograd=tile)
+    deployed = deployment.deploy("openvino", config, model, SIZE, winograd=tile)
     assert (deployed(images[0]) == model(images[0], training=False).numpy().argmax(-1)).mean() >= 0.999
 
 

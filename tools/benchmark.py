@@ -8,8 +8,8 @@ matmul measured in the same run.
         [--data-root DIR] [--winograd auto|0|2|4]
 
 Precisions: tflite float32/float16/dynamic/int8, onnxruntime float32/int8, openvino float32/bf16/int8. int8 is
-calibrated on 8 images of the config's training split (--data-root; toy configs generate theirs; without data,
-synthetic toy scenes, which time the same but are no calibration for accuracy -- see tools/export.py).
+calibrated on 8 images of the config's training split, as tools/export.py does (--data-root; toy configs
+generate theirs; without data int8 is refused, never calibrated on noise).
 Float32 ONNX Runtime / OpenVINO graphs use Winograd F(4x4, 3x3) for the dense 3x3 convolutions, as the export
 does (--winograd auto); --winograd 0 times the direct convolutions. GFLOP/s counts the direct convolutions'
 multiply-adds, so a Winograd graph's figure is an effective rate.
@@ -25,9 +25,8 @@ import numpy as np  # noqa: E402
 
 from keras_mv2seg.benchmark import matmul_gflops, summarize, time_steps  # noqa: E402
 from keras_mv2seg.cli import UsageError, add_config_arguments, config_from_args, run_main  # noqa: E402
-from keras_mv2seg.data.sources import has_data, sample_images  # noqa: E402
-from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
-from keras_mv2seg.export.runtimes import BACKENDS, deploy, winograd_tile  # noqa: E402
+from keras_mv2seg.export.deploy import BACKENDS, deploy  # noqa: E402
+from keras_mv2seg.export.graph import calibration_images, winograd_tile  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 from keras_mv2seg.models import build_segmenter  # noqa: E402
@@ -55,16 +54,13 @@ def main(argv=None) -> int:
     macs = conv_macs(build_segmenter(config, input_shape=(*shape, 3), batch_size=1))
     peak = matmul_gflops()
     images = [np.random.default_rng(i).uniform(0, 255, (1, *shape, 3)).astype(np.float32) for i in range(2)]
-    calibration = None
-    if args.quantization == "int8":
-        calibration = (sample_images(config, "train", args.data_root, 8, shape) if has_data(config, args.data_root)
-                       else [synthetic_image(*shape, seed=i)[0] for i in range(8)])
     try:
+        calibration = calibration_images(config, args.data_root, 8, shape) if args.quantization == "int8" else None
         winograd = winograd_tile(args.winograd, args.backend, args.quantization)
         deployed = deploy(args.backend, config, model, shape, precision=args.quantization,
                           calibration_images=calibration, xla=args.xla, winograd=winograd)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(str(error).replace("pass data_root", "pass --data-root")) from None
     result = summarize(time_steps(deployed, images, args.iters, args.warmup), macs)
     print(f"machine: {describe_machine()}")
     print(f"{config.name} {args.backend}{' (XLA)' if args.xla else ''}"

@@ -61,8 +61,12 @@ def decode_images(image_bytes):
 
 
 def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probabilities: bool = False,
-                       pad_to_crop=None, warmup_image: np.ndarray | None = None, overwrite: bool = False) -> Path:
-    """Write ``model`` (an inference model) to ``<base_dir>/<version>``; returns that path."""
+                       pad_to_crop=None, warmup_image: np.ndarray | None = None, overwrite: bool = False,
+                       check=None) -> Path | None:
+    """Write ``model`` (an inference model) to ``<base_dir>/<version>``; returns that path. The version folder
+    is written under a staging name (not a number, so TF Serving never loads it), ``check(staged folder)``
+    verifies it there, and only then is it renamed to its version: None (nothing written) when the check
+    refused it."""
     target = Path(base_dir) / str(int(version))
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; choose another version or pass overwrite=True")
@@ -82,7 +86,7 @@ def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probab
         if warmup_image is not None:
             write_warmup_requests(tmp, model.name, warmup_image)
 
-    return atomic_save(target, save)
+    return atomic_save(target, save, check)
 
 
 def _varint(value: int) -> bytes:

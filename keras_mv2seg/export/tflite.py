@@ -2,36 +2,26 @@
 
 The model is rebuilt at the export size with ``depthwise_implementation="native"`` (same weights), so dilated
 depthwise convolutions become single DEPTHWISE_CONV_2D ops with dilation factors instead of
-SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND pairs. Input: float32 RGB 0..255 [1, H, W, 3] (normalisation inside);
-output: ``labels`` (int32 class map) or ``logits``.
+SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND pairs (:mod:`keras_mv2seg.export.graph`). Input: float32 RGB 0..255
+[1, H, W, 3] (normalisation inside); output: ``labels`` (int32 class map) or ``logits``.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mv2seg.files import atomic_write, refuse_existing
-from keras_mv2seg.models.layers import native_depthwise_for_export, winograd_convolutions
-from keras_mv2seg.models.segmenter import build_segmenter
+from keras_mv2seg.export.graph import check_calibration, check_output, native_model, serve
+from keras_mv2seg.files import atomic_save, refuse_existing
+from keras_mv2seg.machine import usable_threads
+from keras_mv2seg.models.layers import native_depthwise_for_export
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
-
-
-def native_model(config, model, input_size, winograd: int = 0):
-    """``model``'s weights in a fixed-size build with native dilated depthwise convolutions (and, with
-    ``winograd`` 2 or 4, the dense 3x3 stride-1 convolutions by Winograd F(winograd x winograd, 3 x 3))."""
-    with winograd_convolutions(winograd):
-        native = build_segmenter(config.replace(depthwise_implementation="native"), input_shape=(*input_size, 3),
-                                 batch_size=1)
-    if len(native.weights) != len(model.weights):
-        raise ValueError(f"model has {len(model.weights)} weights, the export build of {config.name!r} has "
-                         f"{len(native.weights)}: pass the inference model of the same config")
-    native.set_weights(model.get_weights())
-    return native
 
 
 def convert(config, model, input_size, *, quantization: str = "float32", output: str = "labels",
@@ -39,21 +29,9 @@ def convert(config, model, input_size, *, quantization: str = "float32", output:
     """TFLite flatbuffer of ``model`` at ``input_size`` (H, W)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, received {quantization!r}")
-    if output not in ("labels", "logits"):
-        raise ValueError(f"output must be 'labels' or 'logits', received {output!r}")
-    if quantization == "int8" and representative_images is None:
-        raise ValueError("int8 quantization needs representative_images (calibration data)")
-    import tempfile
-
-    import keras
-
+    check_output(output)
+    check_calibration(quantization, representative_images, "representative_images")
     native = native_model(config, model, input_size)
-
-    def serve(images):
-        logits = native(images, training=False)
-        if output == "labels":
-            return {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32)}
-        return {"logits": logits}
 
     # Through a SavedModel written by ExportArchive: converting a concrete function directly keeps Keras 3
     # variables as resource variables (READ_VARIABLE ops that are never initialised in the interpreter).
@@ -61,7 +39,7 @@ def convert(config, model, input_size, *, quantization: str = "float32", output:
     with native_depthwise_for_export(), tempfile.TemporaryDirectory() as folder:
         archive = keras.export.ExportArchive()
         archive.track(native)
-        archive.add_endpoint("serving_default", serve,
+        archive.add_endpoint("serving_default", lambda images: {output: serve(native, images, output)},
                              input_signature=[tf.TensorSpec([1, *input_size, 3], tf.float32, name="images")])
         archive.write_out(folder, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
@@ -86,13 +64,11 @@ def _convert(converter, quantization, representative_images) -> bytes:
 def interpreter(model_content: bytes, delegates: bool = True, num_threads: int | None = None):
     """The LiteRT interpreter (``ai-edge-litert``, the supported successor of ``tf.lite.Interpreter``), with
     its default XNNPACK delegate unless ``delegates=False``, on all CPU cores unless ``num_threads``."""
-    import os
-
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     runner = Interpreter(model_content=model_content, experimental_op_resolver_type=resolver,
-                         num_threads=num_threads or os.cpu_count())
+                         num_threads=num_threads or usable_threads())
     runner.allocate_tensors()
     return runner
 
@@ -129,5 +105,8 @@ def check_ops(names) -> list[str]:
     return problems
 
 
-def write(path, content: bytes, overwrite: bool = False) -> Path:
-    return atomic_write(refuse_existing(path, overwrite, how="overwrite=True (--overwrite)"), content)
+def write(path, content: bytes, *, overwrite: bool = False, check=None) -> Path | None:
+    """Write ``content`` to ``path`` atomically, after ``check(staged file)`` passes (None: refused, nothing
+    written at ``path``)."""
+    refuse_existing(path, overwrite)
+    return atomic_save(path, lambda staged: Path(staged).write_bytes(content), check)

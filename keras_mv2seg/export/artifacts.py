@@ -1,0 +1,162 @@
+"""Export files for deployment, verified before they are published: ``export_model(format, config, model, ...)``
+is what ``tools/export.py`` runs and what a Python user calls.
+
+Every format is converted, written under a staging name beside its output, reloaded from there and verified
+(:mod:`keras_mv2seg.export.verify`), and only then renamed into place, every file of a format together: a
+failed or interrupted export never leaves anything at the output path, and TF Serving (which serves the highest
+numeric version folder) never sees an unverified version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_mv2seg.export import onnx as onnx_export
+from keras_mv2seg.export import openvino as openvino_export
+from keras_mv2seg.export import saved_model as saved_model_export
+from keras_mv2seg.export import tflite as tflite_export
+from keras_mv2seg.export.deploy import check_backend
+from keras_mv2seg.export.graph import RUNTIMES_BY_FORMAT, check_calibration, check_output, check_winograd
+from keras_mv2seg.export.verify import Verification, compare_runtime, op_line, verify_saved_model, verify_tflite
+
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+BACKEND_OF_FORMAT = {"saved_model": "saved_model", "tflite": "tflite", **RUNTIMES_BY_FORMAT}
+
+
+@dataclass
+class Exported:
+    """What :func:`export_model` did: ``path`` (None when verification failed and nothing was published), the
+    lines describing the artifact and its checks, and whether every check passed."""
+    path: Path | None
+    lines: list[str]
+    passed: bool
+
+
+def default_output(fmt: str, config, input_size=None, quantization: str = "float32", dynamic: bool = False) -> Path:
+    """``saved_models/<config>`` (SavedModel base folder) or ``saved_models/<config>_<H>x<W>_<precision>.<ext>``."""
+    if fmt == "saved_model":
+        return Path("saved_models") / config.name
+    shape = "dynamic" if dynamic else f"{input_size[0]}x{input_size[1]}"
+    suffix = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}[fmt]
+    return Path("saved_models") / f"{config.name}_{shape}_{quantization}{suffix}"
+
+
+def export_model(fmt: str, config, model, *, output=None, input_size=None, quantization: str = "float32",
+                 graph_output: str = "labels", dynamic: bool = False, winograd: int = 0, calibration_images=None,
+                 check_images=(), overwrite: bool = False, version: int = 1, probabilities: bool = False,
+                 pad_to_crop=None) -> Exported:
+    """Convert ``model`` (the inference model of ``config``) to ``fmt``, verify it on ``check_images`` and publish
+    it at ``output`` (default :func:`default_output`). SavedModel: ``output`` is the base folder, the version
+    folder is ``<output>/<version>``, with a warm-up request of the first check image. Fixed-size formats need
+    ``input_size`` (H, W); ``dynamic`` (ONNX only) exports any size."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, received {fmt!r}")
+    check_backend(BACKEND_OF_FORMAT[fmt], quantization)
+    check_calibration(quantization, calibration_images)
+    if dynamic and fmt != "onnx":
+        raise ValueError("dynamic=True applies to the onnx format")
+    check_winograd(winograd, BACKEND_OF_FORMAT[fmt], quantization, dynamic)
+    if fmt == "saved_model":
+        return _saved_model(config, model, output, check_images, version, probabilities, pad_to_crop, overwrite)
+    check_output(graph_output)
+    if input_size is None and not dynamic:
+        raise ValueError(f"format {fmt} needs input_size (H, W): the export has a fixed input size")
+    output = Path(output or default_output(fmt, config, input_size, quantization, dynamic))
+    writer = {"tflite": _tflite, "onnx": _onnx, "openvino": _openvino}[fmt]
+    return writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
+                  calibration_images, list(check_images), overwrite)
+
+
+def _published(path, verification: Verification, head: str) -> Exported:
+    if path is None:
+        verification.lines.append("checks failed: nothing was written")
+    return Exported(path, [head] + verification.lines, verification.passed and path is not None)
+
+
+def _saved_model(config, model, output, images, version, probabilities, pad_to_crop, overwrite) -> Exported:
+    if pad_to_crop and config.model.convention != "deeplab":
+        raise ValueError("pad_to_crop reproduces the official DeepLab export; use it with deeplab_* configs")
+    images = list(images)
+    warmup = np.clip(np.round(images[0]), 0, 255).astype(np.uint8) if images else None
+    base = Path(output or default_output("saved_model", config))
+    verification = Verification()
+
+    def check(staged):
+        return verification.add(verify_saved_model(staged, model, images, pad_to_crop)).passed
+
+    path = saved_model_export.export_saved_model(model, base, version=version, probabilities=probabilities,
+                                                 pad_to_crop=pad_to_crop, warmup_image=warmup, overwrite=overwrite,
+                                                 check=check)
+    return _published(path, verification, f"wrote {base / str(int(version))} (signatures serving_default, "
+                      "serve_encoded, serve_logits; warm-up requests in assets.extra)")
+
+
+def _tflite(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,
+            overwrite) -> Exported:
+    content = tflite_export.convert(config, model, size, quantization=quantization, output=graph_output,
+                                    representative_images=calibration)
+    verification = Verification()
+
+    def check(staged):
+        return verification.add(verify_tflite(Path(staged).read_bytes(), model, images, graph_output,
+                                              quantization)).passed
+
+    path = tflite_export.write(output, content, overwrite=overwrite, check=check)
+    return _published(path, verification, f"wrote {output} ({len(content) / 2**20:.1f} MiB, input float32 RGB "
+                      f"0..255 [1, {size[0]}, {size[1]}, 3], output {graph_output})")
+
+
+def _describe(output, size_text, dynamic, size, graph_output) -> str:
+    shape = "dynamic, dynamic" if dynamic else f"{size[0]}, {size[1]}"
+    return f"wrote {output} ({size_text}, input float32 RGB 0..255 [1, {shape}, 3], output {graph_output})"
+
+
+def _onnx(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,
+          overwrite) -> Exported:
+    content = onnx_export.to_onnx(config, model, size, output=graph_output, dynamic=dynamic, winograd=winograd)
+    if quantization == "int8":
+        content = onnx_export.quantize_onnx(content, calibration)
+    verification = Verification()
+
+    def check(staged):
+        verification.lines += [op_line(onnx_export.onnx_ops(Path(staged).read_bytes())), _winograd_line(winograd)]
+        return verification.add(compare_runtime(onnx_export.onnx_runner(staged), model, images, graph_output,
+                                                quantization)).passed
+
+    path = onnx_export.write_onnx(output, content, overwrite=overwrite, check=check)
+    return _published(path, verification,
+                      _describe(output, f"{len(content) / 2**20:.1f} MiB", dynamic, size, graph_output))
+
+
+def _openvino(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,
+              overwrite) -> Exported:
+    ov_model = openvino_export.to_openvino(config, model, size, output=graph_output, winograd=winograd)
+    if quantization == "int8":
+        ov_model = openvino_export.quantize_openvino(ov_model, calibration)
+    verification = Verification()
+    written = []
+
+    def check(staged):
+        written.append(openvino_export.openvino_size(staged))
+        compiled = openvino_export.openvino_compile(staged, quantization)
+        verification.lines += [op_line(openvino_export.openvino_ops(compiled.get_runtime_model())),
+                               _winograd_line(winograd)]
+        if quantization == "int8":
+            islands = openvino_export.openvino_runtime_precisions(compiled)
+            verification.lines.append("  runtime precision per layer type: " + ", ".join(
+                f"{layer} {precision} x{count}" for (layer, precision), count in sorted(islands.items())
+                if layer not in ("Const", "Input", "Output")))
+        run = openvino_export.openvino_runner(staged, quantization, compiled=compiled)
+        return verification.add(compare_runtime(run, model, images, graph_output, quantization)).passed
+
+    path = openvino_export.save_openvino(ov_model, output, overwrite=overwrite, check=check)
+    size_text = f"{written[0] / 2**20:.1f} MiB (.xml + .bin)" if written else "?"
+    return _published(path, verification, _describe(output, size_text, dynamic, size, graph_output))
+
+
+def _winograd_line(winograd: int) -> str:
+    return "  dense 3x3 stride-1 convolutions: " + (f"Winograd F({winograd}x{winograd}, 3x3)" if winograd
+                                                     else "direct")

@@ -1,0 +1,96 @@
+"""Verification of a written export, the same for every runtime and for the tool: reload it, run it on images
+of the config's dataset, compare with the Keras model (class-map agreement, logit difference) and list its ops.
+
+Each check returns a :class:`Verification`: the lines to show and whether it passed. Float32 exports must agree
+to :data:`MAX_LOGIT_DIFFERENCE` / :data:`MIN_AGREEMENT`; reduced precisions are reported, not asserted
+(``benchmarks/export_quality.py`` measures their mIoU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mv2seg.data.sources import has_data, sample_images
+from keras_mv2seg.data.toy import synthetic_image
+from keras_mv2seg.export import saved_model as saved_model_export
+from keras_mv2seg.export import tflite as tflite_export
+from keras_mv2seg.inference import pad_to_crop_logits
+
+MAX_LOGIT_DIFFERENCE = 1e-3
+MIN_AGREEMENT = 0.999
+
+
+@dataclass
+class Verification:
+    passed: bool = True
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, other: "Verification") -> "Verification":
+        self.passed &= other.passed
+        self.lines += other.lines
+        return self
+
+
+def check_images(config, data_root=None, count: int = 3, size=None, split: str = "val") -> list:
+    """Images the checks run on: the config's data where there is some, else synthetic toy street scenes."""
+    if not has_data(config, data_root):
+        return [synthetic_image(*(size or (256, 512)), seed=i)[0] for i in range(max(count, 1))]
+    return sample_images(config, split, data_root, count, size)
+
+
+def compare_runtime(run, model, images, output: str = "labels", precision: str = "float32") -> Verification:
+    """Compare ``run(batch) -> labels or logits`` with the Keras model on ``images`` (float32 must match)."""
+    agreements, differences = [], []
+    for image in images[:3]:
+        expected = model(image[None], training=False).numpy()[0]
+        result = run(np.asarray(image, np.float32)[None])[0]
+        labels = result if output == "labels" else result.argmax(-1)
+        agreements.append(float((labels == expected.argmax(-1)).mean()))
+        if output == "logits":
+            differences.append(float(np.abs(result - expected).max()))
+    agreement = min(agreements)
+    line = f"  labels agree with Keras on {100 * agreement:.3f}% of pixels (worst of {len(agreements)} images)"
+    if differences:
+        line += f", max |logit diff| {max(differences):.2e}"
+    if precision != "float32":
+        return Verification(True, [line + f" ({precision}: reported, not asserted; benchmarks/export_quality.py "
+                                          "measures its mIoU)"])
+    passed = agreement >= MIN_AGREEMENT and (not differences or max(differences) <= MAX_LOGIT_DIFFERENCE)
+    return Verification(passed, [line + f" -> {'PASS' if passed else 'FAIL'}"])
+
+
+def verify_saved_model(path, model, images, pad_to_crop=None) -> Verification:
+    """Reload a SavedModel (TF2, and the TF1 session loader TF Serving uses) and compare it with Keras."""
+    loaded = tf.saved_model.load(str(path))
+    result = Verification()
+    for index, image in enumerate(images[:3]):
+        batch = np.clip(np.round(image), 0, 255).astype(np.uint8)[None]
+        expected = (pad_to_crop_logits(model, batch, pad_to_crop) if pad_to_crop
+                    else model(batch.astype(np.float32), training=False)).numpy()
+        logits = loaded.serve_logits(tf.constant(batch))["logits"].numpy()
+        labels = loaded.signatures["serving_default"](images=tf.constant(batch))["labels"].numpy()
+        session = saved_model_export.run_in_tf1_session(path, batch)["labels"]
+        difference = float(np.abs(logits - expected).max())
+        agreement = float((labels == expected.argmax(-1)).mean())
+        same_in_tf1 = bool((session == labels).all())
+        passed = difference <= MAX_LOGIT_DIFFERENCE and agreement >= MIN_AGREEMENT and same_in_tf1
+        result.add(Verification(passed, [
+            f"  image {index} {batch.shape[1]}x{batch.shape[2]}: max |logit diff| {difference:.2e}, labels agree "
+            f"{100 * agreement:.3f}%, TF1 session loader identical: {same_in_tf1} -> {'PASS' if passed else 'FAIL'}"]))
+    return result
+
+
+def verify_tflite(content: bytes, model, images, output: str = "labels", quantization: str = "float32") -> Verification:
+    """The TFLite op list (no Flex ops, no SpaceToBatch lowering) and the LiteRT run compared with Keras."""
+    names = tflite_export.op_names(content)
+    problems = tflite_export.check_ops(names)
+    result = Verification(not problems, [f"  ops: {', '.join(names)}",
+                                         f"  op check: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}"])
+    return result.add(compare_runtime(tflite_export.runner(content), model, images, output, quantization))
+
+
+def op_line(ops) -> str:
+    return f"  ops: {', '.join(f'{name} x{count}' for name, count in sorted(ops.items()))}"
