@@ -16,7 +16,7 @@ the ``%pk`` column says how close each path is to that physical ceiling. Paths `
 the table) compute the dense 3x3 stride-1 convolutions by Winograd F(4x4, 3x3), 4x fewer multiplications there;
 their ``%pk`` counts the direct multiply-adds, so it is an effective rate and may pass 100 %.
 
-Weights: the head's Cityscapes architecture trained on the toy data (``keras_mv2seg.benchmark.toy_trained``,
+Weights: the head's Cityscapes architecture trained on the toy data (``kit.toy_trained``,
 trained once and reused from work_dirs/), so that the agreement compares logits with real class margins (on
 random weights most pixels are near-ties and any rounding flips them); speed does not depend on the weights.
 int8 is calibrated on 8 toy scenes at the input size. Accuracy (mIoU) of each path:
@@ -36,8 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_path,  # noqa: E402
-                                    parse_size, path_name, time_steps, toy_trained)
+from kit import HEAD_CONFIGS, HEAD_TITLES, Reference, parse_path, parse_size, path_name, toy_trained  # noqa: E402
+from keras_mv2seg.machine import matmul_gflops, time_steps  # noqa: E402
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.export.deploy import deploy  # noqa: E402
 from keras_mv2seg.machine import usable_threads as threads  # noqa: E402

@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
-from keras_mv2seg.benchmark import (HEAD_CONFIGS, HEAD_TITLES, Reference, matmul_gflops, parse_size,  # noqa: E402
-                                    time_steps)
+from kit import HEAD_CONFIGS, HEAD_TITLES, Reference, parse_size  # noqa: E402
+from keras_mv2seg.machine import matmul_gflops, time_steps  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
 from keras_mv2seg.machine import describe_machine  # noqa: E402
 

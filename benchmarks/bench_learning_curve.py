@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
     import keras_mv2seg
-    from keras_mv2seg.benchmark import Reference
+    from kit import Reference
     from keras_mv2seg.data.sources import resolve_data_root
     from keras_mv2seg.machine import describe_machine
 

@@ -20,7 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mv2seg.benchmark import HEAD_CONFIGS, HEAD_TITLES, Reference  # noqa: E402
+from kit import HEAD_CONFIGS, HEAD_TITLES, Reference  # noqa: E402
 
 
 def measure(head, crop, batch, steps):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Accuracy of every deployment path: for each head, train its full M-V2-D8 Cityscapes architecture on the toy
-dataset with the toy recipe (``keras_mv2seg.benchmark.toy_trained``; resumes/reuses
+dataset with the toy recipe (``kit.toy_trained``; resumes/reuses
 work_dirs/toy_m-v2-d8_<head>), convert it for every runtime x precision (TFLite, ONNX Runtime, OpenVINO; float32, bf16,
 int8 calibrated on toy *training* images), run the toy val split through each, and report per path the toy val
 mIoU, its change from the Keras float32 model, and the pixel agreement with Keras, all in the same run. A path
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.benchmark import parse_path, path_name, toy_trained  # noqa: E402
+from kit import parse_path, path_name, toy_trained  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, sample_images  # noqa: E402
 from keras_mv2seg.evaluation import ConfusionAccumulator  # noqa: E402
 from keras_mv2seg.export.deploy import deploy  # noqa: E402

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.benchmark import HEAD_CONFIGS, parse_size  # noqa: E402
+from kit import HEAD_CONFIGS, parse_size  # noqa: E402
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
 from keras_mv2seg.export import deploy as deployment  # noqa: E402
 from keras_mv2seg.export import graph  # noqa: E402

@@ -7,6 +7,8 @@
   (TensorFlow's own CPU kernel refuses dilations; the oneDNN one accepts them). Probed once, cached.
 * :func:`machine_info` / :func:`describe_machine` -- CPU model, the ISA extensions that matter for these models,
   thread count and oneDNN state: every speed figure the project prints carries this line.
+* :func:`time_steps` / :func:`summarize` -- the reference's timing method (warm-up images, then N timed; each
+  step returns host data), and :func:`matmul_gflops`, the machine's practical float32 peak as a yardstick.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
+
+import numpy as np
 
 # ISA extensions that change what the float32 / bfloat16 / int8 kernels can do, in /proc/cpuinfo spelling.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -101,3 +106,40 @@ def describe_machine(info: dict | None = None) -> str:
     gpus = f", GPUs {' '.join(info['gpus'])}" if info["gpus"] else ""
     return (f"{info['cpu']}, ISA {' '.join(info['isa']) or 'none of ' + '/'.join(ISA_FLAGS)}, "
             f"{info['threads']} threads, TF {info['tensorflow']}, oneDNN {onednn} ({source}){gpus}")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of GFLOP/s of an n x n float32 matmul: the device's practical peak for dense float32 work."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def time_steps(step, inputs, iters: int, warmup: int = 5) -> np.ndarray:
+    """Seconds of each of ``iters`` timed calls of ``step(input)`` after ``warmup`` untimed ones; ``step``
+    must return host data (NumPy), so the copy to the host is inside the timing."""
+    for i in range(warmup):
+        step(inputs[i % len(inputs)])
+    times = []
+    for i in range(iters):
+        start = time.perf_counter()
+        step(inputs[i % len(inputs)])
+        times.append(time.perf_counter() - start)
+    return np.asarray(times)
+
+
+def summarize(times: np.ndarray, macs: int | None) -> dict:
+    median = float(np.median(times))
+    result = {"median_ms": 1000 * median, "fps": len(times) / float(times.sum())}
+    if macs:
+        result["gflops"] = 2 * macs / median / 1e9
+    return result

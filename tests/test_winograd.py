@@ -87,7 +87,7 @@ def test_models_built_with_winograd_match_and_keep_names(head):
 
 
 def test_benchmark_paths_name_the_winograd_tile():
-    from keras_mv2seg.benchmark import parse_path, path_name
+    from benchmarks.kit import parse_path, path_name
 
     assert parse_path("openvino:float32+w4") == ("openvino", "float32", 4)
     assert parse_path("onnxruntime:int8") == ("onnxruntime", "int8", 0)

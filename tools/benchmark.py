@@ -23,12 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_mv2seg.benchmark import matmul_gflops, summarize, time_steps  # noqa: E402
 from keras_mv2seg.cli import UsageError, add_config_arguments, config_from_args, run_main  # noqa: E402
 from keras_mv2seg.export.deploy import BACKENDS, deploy  # noqa: E402
 from keras_mv2seg.export.graph import calibration_images, winograd_tile  # noqa: E402
 from keras_mv2seg.flops import conv_macs  # noqa: E402
-from keras_mv2seg.machine import describe_machine  # noqa: E402
+from keras_mv2seg.machine import describe_machine, matmul_gflops, summarize, time_steps  # noqa: E402
 from keras_mv2seg.models import build_segmenter  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 

@@ -1,18 +1,15 @@
-"""Speed measurement shared by tools/benchmark.py and benchmarks/: the reference's method (5 warm-up images,
-then N timed; each step is forward + resize + argmax + copy to host), a matmul yardstick, the head -> config
-table the benchmarks use, and the runner for the PyTorch reference kit (``../shared/reference``) whose scripts
-print JSON lines, so that speed is reported as a ratio to PyTorch measured in the same run."""
+"""The benchmarks' kit (not part of the installed package): the head -> config table the benchmarks use, toy-trained
+weights for the deployment accuracy checks, the parsers of their command lines, and the runner for the PyTorch
+reference kit (``../shared/reference``) whose scripts print JSON lines, so that speed is reported as a ratio to
+PyTorch measured in the same run. The timing primitives (the reference's method, the matmul yardstick) are the
+library's own, in :mod:`keras_mv2seg.machine`, shared with tools/benchmark.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
-
-import numpy as np
-import tensorflow as tf
 
 # The four M-V2-D8 heads by the reference kit's names (``../shared/reference/mmseg_cfgs.py`` HEADS).
 HEAD_CONFIGS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_512x1024_80k_cityscapes",
@@ -63,41 +60,6 @@ def parse_path(text: str) -> tuple[str, str, int]:
 
 def path_name(backend: str, precision: str, tile: int) -> str:
     return f"{backend} {precision}" + (f" wino{tile}" if tile else "")
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of GFLOP/s of an n x n float32 matmul: the device's practical peak for dense float32 work."""
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    product(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def time_steps(step, inputs, iters: int, warmup: int = 5) -> np.ndarray:
-    """Seconds of each of ``iters`` timed calls of ``step(input)`` after ``warmup`` untimed ones; ``step``
-    must return host data (NumPy), so the copy to the host is inside the timing."""
-    for i in range(warmup):
-        step(inputs[i % len(inputs)])
-    times = []
-    for i in range(iters):
-        start = time.perf_counter()
-        step(inputs[i % len(inputs)])
-        times.append(time.perf_counter() - start)
-    return np.asarray(times)
-
-
-def summarize(times: np.ndarray, macs: int | None) -> dict:
-    median = float(np.median(times))
-    result = {"median_ms": 1000 * median, "fps": len(times) / float(times.sum())}
-    if macs:
-        result["gflops"] = 2 * macs / median / 1e9
-    return result
 
 
 class Reference:
