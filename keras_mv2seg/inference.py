@@ -7,8 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import CONVENTIONS
-from keras_mv2seg.data.augment import rescale_size, resize_image
-from keras_mv2seg.ops import resize_bilinear
+from keras_mv2seg.ops import rescale_size, resize_bilinear, resize_image
 
 DEEPLAB = CONVENTIONS["deeplab"]  # the official exported graph's conventions: align_corners, pad with 127.5
 

@@ -76,6 +76,47 @@ def test_package_imports_downward_only():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+# The wings, lowest first: a module imports from its own wing or from wings of a lower level, never from a wing
+# above it nor from a sibling wing of its own level (weights, export and evaluation know nothing of each other);
+# the base modules of level 0 may use each other (the cycle test keeps them in order).
+WING_LEVELS = [
+    {"version", "files", "machine", "datasets_meta", "ops", "flops", "config", "configs"},
+    {"models", "data", "inference"},
+    {"weights", "export", "evaluation"},
+    {"training"},
+    {"cli", ""},  # "" is the package's own __init__ (the public names)
+]
+
+
+def wing_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def level_of(wing: str) -> int:
+    return next(level for level, wings in enumerate(WING_LEVELS) if wing in wings)
+
+
+def wing_violations(graph) -> list[str]:
+    found = []
+    for module, imported in graph.items():
+        wing = wing_of(module)
+        for target in imported:
+            other = wing_of(target)
+            if other != wing and level_of(other) >= level_of(wing) and level_of(wing) > 0:
+                found.append(f"{module} imports {target} (wing {other!r} is not below {wing!r})")
+    return sorted(found)
+
+
+def test_no_module_imports_from_a_wing_above_or_beside_it():
+    graph = import_graph()
+    assert {wing_of(m) for m in graph} <= set().union(*WING_LEVELS), "a new wing needs a level in WING_LEVELS"
+    assert wing_violations(graph) == []
+    # the rule sees a violation when there is one
+    assert wing_violations({"keras_mv2seg.data.x": {"keras_mv2seg.weights.y"}}) and \
+        wing_violations({"keras_mv2seg.export.a": {"keras_mv2seg.weights.b"}})
+
+
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -108,11 +149,13 @@ def test_layer_parts_follow_the_builders_names():
 # model -> loss. The trace below records every call into the package made by package code (calls made by Keras
 # or tf.data into our callbacks are theirs, not the reader's) and names each entry into a module that the path
 # had already left (not on the call stack) through a caller it had not come from before. Two kinds of entry are
-# part of reading and allowed: the config's own methods (the object being followed) and the model's building
-# blocks (models.layers and models.initializers, which every model part is made of). Anything else is a second
+# part of reading and allowed: the config's own methods (the object being followed) and the building blocks
+# (models.layers and models.initializers, which every model part is made of, and ops, the one image geometry
+# that the data pipeline, the model and inference share by design). Anything else is a second
 # decision about the same thing in another module -- what this test exists to catch.
 
-ALLOWED_RETURNS = {"keras_mv2seg.config", "keras_mv2seg.models.layers", "keras_mv2seg.models.initializers"}
+ALLOWED_RETURNS = {"keras_mv2seg.config", "keras_mv2seg.models.layers", "keras_mv2seg.models.initializers",
+                   "keras_mv2seg.ops"}
 
 
 class ReadingPath:

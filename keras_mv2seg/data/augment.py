@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_mv2seg.ops import rescale_size, resize_image  # the test-time geometry, shared with inference
+
 
 def _seeds(seed, count: int):
     return tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), count))
@@ -17,23 +19,6 @@ def _seeds(seed, count: int):
 
 def _uniform(seed, low=0.0, high=1.0):
     return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
-
-
-def rescale_size(height, width, scale, ratio=1.0):
-    """mmcv ``RandomResize`` + ``rescale_size`` with keep_ratio: the target scale is ``scale * ratio``
-    truncated to whole pixels (``int(scale[i] * ratio)``, ``mmcv/transforms/processing.py:1515``), then the
-    largest size with the image's aspect ratio whose long side is <= the target's long side and short side <=
-    its short side; sides rounded half up (``int(x + 0.5)``, ``mmcv/image/geometric.py`` ``_scale_size``)."""
-    long_target = tf.floor(tf.cast(max(scale), tf.float32) * ratio)
-    short_target = tf.floor(tf.cast(min(scale), tf.float32) * ratio)
-    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    factor = tf.minimum(long_target / tf.maximum(h, w), short_target / tf.minimum(h, w))
-    return tf.cast(h * factor + 0.5, tf.int32), tf.cast(w * factor + 0.5, tf.int32)
-
-
-def resize_image(image, size):
-    """Bilinear with half-pixel centres and no antialiasing (OpenCV INTER_LINEAR)."""
-    return tf.image.resize(image, size, method="bilinear", antialias=False)
 
 
 def resize_label(label, size):
