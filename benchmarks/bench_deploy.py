@@ -60,11 +60,12 @@ def parse_args(argv):
     parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
     parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--train-iters", type=int, default=300, help="toy training of each head's weights")
     return parser.parse_args(argv)
 
 
-def build(head, shape):
-    config, weights = toy_trained(head)
+def build(head, shape, train_iters: int = 300):
+    config, weights = toy_trained(head, args.train_iters)
     model = keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1)
     model.set_weights(build_for_inference(config, weights).get_weights())
     return config, model, f"toy-trained {weights}"
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
           f"{'speed-up':>8s} {'%pk':>4s} {'PT%pk':>5s} {'agree %':>8s} {'flip margin':>11s} {'MiB':>6s}")
     for head in args.heads:
         for shape in sizes:
-            config, model, source = build(head, shape)
+            config, model, source = build(head, shape, args.train_iters)
             scenes = [synthetic_image(*shape, seed=100 + i) for i in range(2)]
             logits = [model(image, training=False).numpy() for image in scenes]
             expected = [values.argmax(-1) for values in logits]

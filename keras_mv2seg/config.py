@@ -238,7 +238,8 @@ _SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
 def _typed(key: str, value, annotation: str):
     """``value`` checked against a field's annotation (``int``, ``float``, ``str``, ``bool``, ``tuple[int, int]``,
     ``tuple[int, ...]``...): ValueError naming the key, the expected type and the value otherwise. Ints are
-    accepted where floats are expected and lists where tuples are (returned as tuples)."""
+    accepted where floats are expected, lists where tuples are (returned as tuples) and any ``os.PathLike`` where
+    a string is (returned as its path string: data roots, cache folders, record patterns)."""
     def fits(item, name):
         expected = _SCALARS.get(name)
         if expected is None:
@@ -253,6 +254,8 @@ def _typed(key: str, value, annotation: str):
                 return tuple(float(v) if n == "float" else v for v, n in zip(value, names))
     elif fits(value, annotation):
         return float(value) if annotation == "float" else value
+    elif annotation == "str" and isinstance(value, os.PathLike):  # path-valued fields take any os.PathLike
+        return os.fspath(value)
     shape = "several values" if annotation.endswith("...]") else annotation
     raise ValueError(f"config key {key!r} expects {shape}, received {value!r} ({type(value).__name__})"
                      + (f"; e.g. {key.rpartition('.')[2]}=({', '.join(['64'] * (annotation.count(',') + 1))})"
