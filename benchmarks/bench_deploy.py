@@ -65,7 +65,7 @@ def parse_args(argv):
 
 
 def build(head, shape, train_iters: int = 300):
-    config, weights = toy_trained(head, args.train_iters)
+    config, weights = toy_trained(head, train_iters)
     model = keras_mv2seg.build_segmenter(config, input_shape=(*shape, 3), batch_size=1)
     model.set_weights(build_for_inference(config, weights).get_weights())
     return config, model, f"toy-trained {weights}"

@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ours(seed, work, max_iters, init):
+    work = Path(work).resolve()  # the tool runs in the checkout; the work dir is the caller's
     work.mkdir(parents=True, exist_ok=True)
     metrics = work / "metrics.jsonl"
     if not (work / "summary.json").is_file():
         command = [sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed",
                    str(seed), "--quiet", "--max-iters", str(max_iters)]
-        if init != "reference":
-            command += ["--cfg-options", f"init={init}"]
+        command += ["--cfg-options", f"eval_interval={min(100, max_iters)}"] + (
+            [f"init={init}"] if init != "reference" else [])
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         if done.returncode:
@@ -41,6 +42,7 @@ def ours(seed, work, max_iters, init):
 
 
 def theirs(reference, seed, work, data_root, max_iters):
+    work = Path(work).resolve()
     result = work / "result.json"
     if not result.is_file():
         env = {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters))}

@@ -73,13 +73,26 @@ def run_main(main, argv=None) -> int:
         return _internal(error, verbose, hint)
 
 
+# Library messages name the Python parameter to change; a tool's user changes a flag. The one translation:
+FLAGS_OF_PARAMETERS = {"pass overwrite=True": "pass --overwrite", "pass data_root": "pass --data-root",
+                       "pass winograd=0": "pass --winograd 0", "another work_dir": "another --work-dir",
+                       "only with resume_from": "only with --resume-from"}
+
+
+def as_flags(text: str) -> str:
+    """A library message in the tools' words (:data:`FLAGS_OF_PARAMETERS`)."""
+    for parameter, flag in FLAGS_OF_PARAMETERS.items():
+        text = text.replace(parameter, flag)
+    return text
+
+
 def _report(message, verbose):
     if verbose:
         traceback.print_exc()
     text = str(message)
     if isinstance(message, KeyError):
         text = message.args[0] if message.args else text
-    print(f"error: {text}", file=sys.stderr)
+    print(f"error: {as_flags(text)}", file=sys.stderr)
 
 
 def _internal(error, verbose, hint) -> int:

@@ -133,3 +133,13 @@ def test_benchmark_tool_backends(tiny_config_file, backend, capsys):
                                         "--iters", "2", "--warmup", "1"]) == 0
     printed = capsys.readouterr().out
     assert f"{backend}" in printed and "fps" in printed and "x the float32 matmul" in printed
+
+
+def test_library_messages_name_parameters_and_the_tools_print_flags(capsys):
+    from keras_mv2seg.cli import run_main
+
+    def main(argv):
+        raise FileExistsError("out.onnx exists; pass overwrite=True to replace it")
+
+    assert run_main(main, []) == 1
+    assert "error: out.onnx exists; pass --overwrite to replace it" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         deployed = deploy(args.backend, config, model, shape, precision=args.quantization,
                           calibration_images=calibration, xla=args.xla, winograd=winograd)
     except ValueError as error:
-        raise UsageError(str(error).replace("pass data_root", "pass --data-root")) from None
+        raise UsageError(str(error)) from None
     result = summarize(time_steps(deployed, images, args.iters, args.warmup), macs)
     print(f"machine: {describe_machine()}")
     print(f"{config.name} {args.backend}{' (XLA)' if args.xla else ''}"

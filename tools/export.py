@@ -83,8 +83,7 @@ def main(argv=None) -> int:
         calibration = (calibration_images(config, args.data_root, args.calibration_images, size)
                        if args.quantization == "int8" else None)
     except ValueError as error:
-        raise UsageError(f"--winograd: {error}" if "Winograd" in str(error) else
-                         str(error).replace("pass data_root", "pass --data-root")) from None
+        raise UsageError(f"--winograd: {error}" if "Winograd" in str(error) else str(error)) from None
     model = build_for_inference(config, args.weights)
     exported = export_model(
         args.format, config, model, output=args.output, input_size=size, quantization=args.quantization,

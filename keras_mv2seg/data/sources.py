@@ -43,7 +43,7 @@ def resolve_data_root(config: Config, data_root=None) -> Path:
     first use."""
     root = data_root or config.data.data_root
     if not root:
-        raise ValueError(f"config {config.name!r} needs a data root: pass --data-root or set data.data_root")
+        raise ValueError(f"config {config.name!r} needs a data root: pass data_root or set data.data_root")
     root = Path(root)
     if config.data.dataset == "toy":
         ensure_toy_dataset(root)

@@ -41,7 +41,7 @@ def write_tfrecords(samples: list[Sample], output_prefix, shards: int = 1, *, re
     prefix = Path(output_prefix)
     paths = [prefix.with_name(f"{prefix.name}-{i:05d}-of-{shards:05d}.tfrecord") for i in range(shards)]
     for path in paths:
-        refuse_existing(path, overwrite, how="overwrite=True (--overwrite)")
+        refuse_existing(path, overwrite)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
     try:

@@ -262,7 +262,8 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
             f"non-finite loss at iteration {monitor.failed_at}; training stopped. The last good checkpoint is "
             f"{tf.train.latest_checkpoint(str(work_dir / 'checkpoints'))} (nothing was saved after the failure). "
             "A plain re-run would replay the same steps; to recover, resume from an earlier checkpoint with a lower "
-            "rate, e.g. tools/train.py ... --resume-from ckpt-N --cfg-options lr=0.005 (see README, Training), or "
+            "rate: train(..., resume_from='ckpt-N') with a lower train.lr, from the command line "
+            "tools/train.py ... --resume-from ckpt-N --cfg-options lr=0.005 (see docs/training.md), or "
             "check the data")
     iteration = int(run.optimizer.iterations.numpy())
     history = run.history()

@@ -69,10 +69,10 @@ def check_work_dir(work_dir: Path, config: Config, recovering: bool = False):
         started = tf.train.latest_checkpoint(str(work_dir / "checkpoints")) is not None
         recovery = recovering and changed and set(changed) <= set(RECOVERY_FIELDS)
         if changed and started and not recovery:
-            allowed = (f"; only {', '.join(RECOVERY_FIELDS)} may change, and only with resume_from "
-                       "(--resume-from)") if recovering else ""
+            allowed = (f"; only {', '.join(RECOVERY_FIELDS)} may change, and only with resume_from"
+                       if recovering else "")
             raise ValueError(f"{work_dir} holds a run of a different config (changed: {', '.join(changed)}){allowed}; "
-                             "use another --work-dir or the same config to resume")
+                             "use another work_dir or the same config to resume")
         if changed:  # a start that never checkpointed, or a recovery: record the config the run goes on with
             if recovery:
                 with open(work_dir / "config_changes.jsonl", "a") as handle:

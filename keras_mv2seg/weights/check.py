@@ -49,7 +49,7 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
     output = Path(output)
     if not output.name.endswith(".weights.h5"):
         raise ValueError(f"output must end with .weights.h5, received {output}")
-    refuse_existing(output, overwrite, how="overwrite=True (--overwrite)")
+    refuse_existing(output, overwrite)
     auxiliary = config.model.aux_channels > 0
     model = build_segmenter(config, auxiliary=auxiliary)
     report = load_weights(model, source, skip_classifier=skip_classifier)
