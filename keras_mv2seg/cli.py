@@ -76,7 +76,9 @@ def run_main(main, argv=None) -> int:
 # Library messages name the Python parameter to change; a tool's user changes a flag. The one translation:
 FLAGS_OF_PARAMETERS = {"pass overwrite=True": "pass --overwrite", "pass data_root": "pass --data-root",
                        "pass winograd=0": "pass --winograd 0", "another work_dir": "another --work-dir",
-                       "only with resume_from": "only with --resume-from"}
+                       "only with resume_from": "only with --resume-from", "dynamic=True": "--dynamic",
+                       "pad_to_crop": "--pad-to-crop", "needs input_size (H, W)": "needs --input-size H W",
+                       "supports quantization": "supports --quantization"}
 
 
 def as_flags(text: str) -> str:

@@ -29,7 +29,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mv2seg.cli import UsageError, add_config_arguments, config_from_args, run_main  # noqa: E402
-from keras_mv2seg.export.artifacts import BACKEND_OF_FORMAT, FORMATS, export_model  # noqa: E402
+from keras_mv2seg.export.artifacts import BACKEND_OF_FORMAT, FORMATS, check_request, export_model  # noqa: E402
 from keras_mv2seg.export.graph import calibration_images, winograd_tile  # noqa: E402
 from keras_mv2seg.export.tflite import QUANTIZATIONS  # noqa: E402
 from keras_mv2seg.export.verify import check_images  # noqa: E402
@@ -48,7 +48,7 @@ def parse_args(argv):
     parser.add_argument("--pad-to-crop", action="store_true",
                         help="SavedModel: the official DeepLab exported-graph behaviour (pad to data.crop_size)")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="fixed input size")
-    parser.add_argument("--quantization", default="float32", choices=QUANTIZATIONS + ("bf16",),
+    parser.add_argument("--quantization", default="float32", choices=QUANTIZATIONS,
                         help="tflite: float32|float16|dynamic|int8; onnx: float32|int8; openvino: float32|int8")
     parser.add_argument("--graph-output", "--tflite-output", dest="graph_output", default="labels",
                         choices=("labels", "logits"), help="tflite/onnx/openvino: class map or logits")
@@ -65,21 +65,12 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_from_args(args)
-    backend = BACKEND_OF_FORMAT[args.format]
-    if args.quantization == "bf16" or (args.format in ("onnx", "openvino") and args.quantization not in
-                                       ("float32", "int8")):
-        raise UsageError(f"--format {args.format} supports --quantization float32 or int8, not {args.quantization}")
-    if args.dynamic and args.format != "onnx":
-        raise UsageError("--dynamic applies to --format onnx")
-    if args.winograd not in ("auto", "0") and args.format not in ("onnx", "openvino"):
-        raise UsageError(f"--winograd: applies to --format onnx or openvino, not {args.format}")
-    if args.format != "saved_model" and not args.input_size and not args.dynamic:
-        raise UsageError(f"--format {args.format} needs --input-size H W (the export has a fixed input size)")
-    if args.pad_to_crop and config.model.convention != "deeplab":
-        raise UsageError("--pad-to-crop reproduces the official DeepLab export; use it with deeplab_* configs")
     size = tuple(args.input_size) if args.input_size else None
-    try:
-        winograd = winograd_tile(args.winograd, backend, args.quantization, args.dynamic)
+    pad = tuple(config.data.crop_size) if args.pad_to_crop else None
+    try:  # the library's refusals, before the model is built: usage errors here
+        winograd = winograd_tile(args.winograd, BACKEND_OF_FORMAT[args.format], args.quantization, args.dynamic)
+        check_request(args.format, config, quantization=args.quantization, graph_output=args.graph_output,
+                      dynamic=args.dynamic, winograd=winograd, input_size=size, pad_to_crop=pad)
         calibration = (calibration_images(config, args.data_root, args.calibration_images, size)
                        if args.quantization == "int8" else None)
     except ValueError as error:
@@ -89,7 +80,7 @@ def main(argv=None) -> int:
         args.format, config, model, output=args.output, input_size=size, quantization=args.quantization,
         graph_output=args.graph_output, dynamic=args.dynamic, winograd=winograd, calibration_images=calibration,
         check_images=check_images(config, args.data_root, 3, size), overwrite=args.overwrite, version=args.version,
-        probabilities=args.probabilities, pad_to_crop=tuple(config.data.crop_size) if args.pad_to_crop else None)
+        probabilities=args.probabilities, pad_to_crop=pad)
     print("\n".join(exported.lines))
     return 0 if exported.passed else 1
 

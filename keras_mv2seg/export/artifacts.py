@@ -18,12 +18,14 @@ from keras_mv2seg.export import onnx as onnx_export
 from keras_mv2seg.export import openvino as openvino_export
 from keras_mv2seg.export import saved_model as saved_model_export
 from keras_mv2seg.export import tflite as tflite_export
-from keras_mv2seg.export.deploy import check_backend
 from keras_mv2seg.export.graph import RUNTIMES_BY_FORMAT, check_calibration, check_output, check_winograd
 from keras_mv2seg.export.verify import Verification, compare_runtime, op_line, verify_saved_model, verify_tflite
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 BACKEND_OF_FORMAT = {"saved_model": "saved_model", "tflite": "tflite", **RUNTIMES_BY_FORMAT}
+# What each format's file can hold (bf16 is an OpenVINO runtime setting, not a file: see export.deploy).
+QUANTIZATIONS = {"saved_model": ("float32",), "tflite": tflite_export.QUANTIZATIONS, "onnx": ("float32", "int8"),
+                 "openvino": ("float32", "int8")}
 
 
 @dataclass
@@ -52,22 +54,35 @@ def export_model(fmt: str, config, model, *, output=None, input_size=None, quant
     it at ``output`` (default :func:`default_output`). SavedModel: ``output`` is the base folder, the version
     folder is ``<output>/<version>``, with a warm-up request of the first check image. Fixed-size formats need
     ``input_size`` (H, W); ``dynamic`` (ONNX only) exports any size."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, received {fmt!r}")
-    check_backend(BACKEND_OF_FORMAT[fmt], quantization)
+    check_request(fmt, config, quantization=quantization, graph_output=graph_output, dynamic=dynamic,
+                  winograd=winograd, input_size=input_size, pad_to_crop=pad_to_crop)
     check_calibration(quantization, calibration_images)
-    if dynamic and fmt != "onnx":
-        raise ValueError("dynamic=True applies to the onnx format")
-    check_winograd(winograd, BACKEND_OF_FORMAT[fmt], quantization, dynamic)
     if fmt == "saved_model":
         return _saved_model(config, model, output, check_images, version, probabilities, pad_to_crop, overwrite)
-    check_output(graph_output)
-    if input_size is None and not dynamic:
-        raise ValueError(f"format {fmt} needs input_size (H, W): the export has a fixed input size")
     output = Path(output or default_output(fmt, config, input_size, quantization, dynamic))
     writer = {"tflite": _tflite, "onnx": _onnx, "openvino": _openvino}[fmt]
     return writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
                   calibration_images, list(check_images), overwrite)
+
+
+def check_request(fmt: str, config, *, quantization: str = "float32", graph_output: str = "labels",
+                  dynamic: bool = False, winograd: int = 0, input_size=None, pad_to_crop=None):
+    """Refuse an export :func:`export_model` cannot make, before anything is built (the tool calls it to turn
+    the refusal into a usage error): ValueError naming the parameter and what it accepts."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, received {fmt!r}")
+    if quantization not in QUANTIZATIONS[fmt]:
+        raise ValueError(f"format {fmt} supports quantization {' or '.join(QUANTIZATIONS[fmt])}, not {quantization}")
+    if dynamic and fmt != "onnx":
+        raise ValueError("dynamic=True applies to the onnx format")
+    check_winograd(winograd, BACKEND_OF_FORMAT[fmt], quantization, dynamic)
+    if fmt == "saved_model":
+        if pad_to_crop and config.model.convention != "deeplab":
+            raise ValueError("pad_to_crop reproduces the official DeepLab export; use it with deeplab_* configs")
+        return
+    check_output(graph_output)
+    if input_size is None and not dynamic:
+        raise ValueError(f"format {fmt} needs input_size (H, W): the export has a fixed input size")
 
 
 def _published(path, verification: Verification, head: str) -> Exported:
@@ -77,8 +92,6 @@ def _published(path, verification: Verification, head: str) -> Exported:
 
 
 def _saved_model(config, model, output, images, version, probabilities, pad_to_crop, overwrite) -> Exported:
-    if pad_to_crop and config.model.convention != "deeplab":
-        raise ValueError("pad_to_crop reproduces the official DeepLab export; use it with deeplab_* configs")
     images = list(images)
     warmup = np.clip(np.round(images[0]), 0, 255).astype(np.uint8) if images else None
     base = Path(output or default_output("saved_model", config))
@@ -105,8 +118,8 @@ def _tflite(config, model, output, size, quantization, graph_output, dynamic, wi
                                               quantization)).passed
 
     path = tflite_export.write(output, content, overwrite=overwrite, check=check)
-    return _published(path, verification, f"wrote {output} ({len(content) / 2**20:.1f} MiB, input float32 RGB "
-                      f"0..255 [1, {size[0]}, {size[1]}, 3], output {graph_output})")
+    return _published(path, verification,
+                      _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output))
 
 
 def _describe(output, size_text, dynamic, size, graph_output) -> str:

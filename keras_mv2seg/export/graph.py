@@ -114,8 +114,6 @@ def export_function(config, model, input_size, *, output: str = "labels", dynami
                     winograd: int = 0):
     """(tf.function, input signature) of the export graph at ``input_size`` (H, W); ``dynamic``: any size."""
     check_output(output)
-    if dynamic and winograd:
-        raise ValueError("Winograd convolutions need a fixed input size: pass winograd=0 with dynamic=True")
     shape = (None, None) if dynamic else tuple(int(v) for v in input_size)
     native = native_model(config, model, None if dynamic else shape, winograd)
     signature = [tf.TensorSpec([1, *shape, 3], tf.float32, name="images")]

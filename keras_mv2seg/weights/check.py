@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mv2seg.data.toy import synthetic_image
-from keras_mv2seg.files import refuse_existing, staging_path
+from keras_mv2seg.files import atomic_save, refuse_existing
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model
 from keras_mv2seg.weights.loading import load_weights
 from keras_mv2seg.weights.saved import save_weights
@@ -74,20 +74,19 @@ def convert_and_check(config, source, output, *, images=None, reference=None, sk
     else:
         log(f"[2/3] parity: no reference logits given (--input/--reference); logits on a synthetic image have "
             f"mean {logits.mean():.4f}, std {logits.std():.4f}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(output)
-    try:
-        save_weights(model, staging, config)
+
+    def reloads_identically(staging) -> bool:
         fresh = build_segmenter(config, auxiliary=auxiliary)
         load_weights(fresh, staging)
-        difference = float(np.abs(np.asarray(inference_model(fresh)(images, training=False)) - logits).max())
-        summary["passed"] = difference == 0 and summary.get("parity_passed", True)
-        if summary["passed"]:
-            staging.replace(output)
-    finally:
-        staging.unlink(missing_ok=True)
+        summary["reload_max_abs"] = float(np.abs(np.asarray(inference_model(fresh)(images, training=False))
+                                                 - logits).max())
+        summary["passed"] = summary["reload_max_abs"] == 0 and summary.get("parity_passed", True)
+        return summary["passed"]
+
+    atomic_save(output, lambda staging: save_weights(model, staging, config), reloads_identically)
+    difference = summary["reload_max_abs"]
     written = f"wrote {output}" if summary["passed"] else f"checks failed: {output} not written"
     log(f"[3/3] {written}; reloaded into a fresh model: max |diff| {difference:.1e} "
         f"-> {'PASS' if difference == 0 else 'FAIL'}")
-    summary.update(output=str(output) if summary["passed"] else None, reload_max_abs=difference)
+    summary["output"] = str(output) if summary["passed"] else None
     return summary
