@@ -36,11 +36,13 @@ def varname_fixtures() -> Path:
     return fixture_dir("deeplab_mnv2_varnames")
 
 
-def parity(out: np.ndarray, ref: np.ndarray) -> dict:
-    """relative error, max abs difference and class-map agreement of NHWC logits."""
+def parity(out: np.ndarray, ref: np.ndarray, tie: float = 1e-4) -> dict:
+    """Relative error, max abs difference and class-map agreement of NHWC arrays; a swap between two classes
+    the reference separates by at most ``tie`` (float-order noise across CPUs and oneDNN settings, well
+    inside the 2e-3 max-abs bound the parity tests demand) counts as agreeing."""
     from keras_mv2seg.weights.check import compare
 
-    return compare(out, ref)
+    return compare(out, ref, tie)
 
 
 TINY_CONFIG = '''

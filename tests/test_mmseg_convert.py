@@ -45,6 +45,19 @@ def test_parity_with_the_reference(mmseg_fixtures, head):
             assert result["agreement"] >= 0.9999, (key, result)
 
 
+def test_class_agreement_forgives_only_numerical_ties():
+    reference = np.zeros((1, 1, 3, 3), np.float32)
+    reference[0, 0, :, 0] = [1.0, 1.0, 1.0]
+    reference[0, 0, :, 1] = [0.99998, 0.5, 0.99998]
+    ours = reference.copy()
+    ours[0, 0, 0, 1] += 3e-5  # a tie (the reference's margin 2e-5) swapped: agrees
+    ours[0, 0, 1, 1] += 0.6  # a swap against a margin of 0.5: disagrees, however large the error
+    result = parity(ours, reference, tie=1e-4)
+    assert result["exact_agreement"] == pytest.approx(1 / 3)
+    assert result["agreement"] == pytest.approx(2 / 3)
+    assert result["max_abs"] == pytest.approx(0.6)
+
+
 @pytest.mark.heavy
 def test_legacy_format_loads_the_same_weights(mmseg_fixtures):
     models = []
