@@ -2,7 +2,7 @@
 :func:`run_main`, which turns errors into one line and an exit status.
 
 Exit statuses of every tool: 0 success; 1 bad input (a file, weights, data or a value the user gave -- the
-message names it); 2 usage (arguments: argparse's own errors and :class:`UsageError`); 3 a training run
+message names it) or an environment to fix (offline, a server or peer that does not answer, a held lock); 2 usage (arguments: argparse's own errors and :class:`UsageError`); 3 a training run
 stopped on a non-finite loss; 70 an internal error (a bug: the message says so and asks for ``--verbose``);
 130 interrupted. ``--verbose`` anywhere on a tool's command line prints the traceback too.
 """
@@ -32,7 +32,8 @@ def _user_errors():
     from keras_mv2seg.weights.torch_pickle import UnsafeCheckpointError
 
     return (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-            PermissionError, UnsafeCheckpointError, KeyError)
+            PermissionError, UnsafeCheckpointError, KeyError,
+            ConnectionError, TimeoutError)  # offline, a server or a peer that does not answer, a held lock
 
 
 def run_main(main, argv=None) -> int:

@@ -5,9 +5,16 @@ preset's model with the reference fixtures."""
 import hashlib
 import http.server
 import io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 import threading
-from dataclasses import replace
+import time
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +25,11 @@ from tests.conftest import parity
 
 
 class Server:
-    """Serves ``files`` (name -> bytes); counts requests; ``cut`` names files sent only half, then closed."""
+    """Serves ``files`` (name -> bytes); counts requests; ``cut`` names files sent only half, then closed;
+    ``seconds`` spreads each response over that long (a slow server)."""
 
     def __init__(self):
-        self.files, self.requests, self.cut = {}, [], set()
+        self.files, self.requests, self.cut, self.seconds = {}, [], set(), 0.0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -35,7 +43,11 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data[: len(data) // 2] if name in outer.cut else data)
+                data = data[: len(data) // 2] if name in outer.cut else data
+                chunks = 10 if outer.seconds else 1
+                for index in range(chunks):
+                    self.wfile.write(data[index * len(data) // chunks: (index + 1) * len(data) // chunks])
+                    time.sleep(outer.seconds / chunks)
 
             def log_message(self, *args):
                 pass
@@ -300,3 +312,90 @@ def test_build_for_inference_takes_weights_by_preset_name(server, mmseg_fixtures
     model = keras_mv2seg.build_for_inference(presets.preset_config(preset.name), preset.name)
     images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
     np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(keras_mv2seg.from_preset(preset.name)(images)))
+
+
+def _only_file(folder):
+    files = list(folder.iterdir())
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_a_cached_file_that_fails_its_check_is_set_aside_named_and_rebuilt_once(server, mmseg_fixtures):
+    """NaN weights or a garbled file in converted/, a different .pth under the promised name in downloads/:
+    each is named in a warning, moved to rejected/ and built again -- never served."""
+    table = {"test_fcn": mmseg_preset(server, mmseg_fixtures)}
+    images = np.load(mmseg_fixtures / "input_rgb_uint8.npy").astype("float32")
+    expected = np.asarray(keras_mv2seg.from_preset("test_fcn", presets=table)(images))
+    cache = presets.cache_dir()
+    converted = cache / "converted" / "test_fcn.inference.weights.h5"
+    import h5py
+
+    with h5py.File(converted, "a") as handle:  # NaN in one kernel, as a bad disk or a bad writer leaves it
+        def first_kernel(name, node):
+            return name if isinstance(node, h5py.Dataset) and node.ndim == 4 else None
+        dataset = handle[handle.visititems(first_kernel)]
+        dataset[...] = np.full(dataset.shape, np.nan, dataset.dtype)
+    with pytest.warns(presets.CachedFileWarning, match=f"{converted}: 1 weights hold NaN/inf values.*moved it to .*rejected"):
+        model = keras_mv2seg.from_preset("test_fcn", presets=table)
+    np.testing.assert_array_equal(np.asarray(model(images)), expected)
+    assert len(server.requests) == 1  # rebuilt from the verified download, no new request
+
+    converted.write_bytes(b"half a file")
+    with pytest.warns(presets.CachedFileWarning, match="not a readable Keras weights file"):
+        np.testing.assert_array_equal(np.asarray(keras_mv2seg.from_preset("test_fcn", presets=table)(images)),
+                                      expected)
+
+    download = cache / "downloads" / table["test_fcn"].file_name
+    download.write_bytes((mmseg_fixtures / "aspp_cityscapes.pth").read_bytes())  # another model, the same name
+    converted.unlink()
+    with pytest.warns(presets.CachedFileWarning, match=f"{download}: SHA-256 .* does not start with"):
+        np.testing.assert_array_equal(np.asarray(keras_mv2seg.from_preset("test_fcn", presets=table)(images)),
+                                      expected)
+    assert len(server.requests) == 2  # downloaded again
+    assert len(list((cache / "rejected").iterdir())) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", presets.CachedFileWarning)  # what was rebuilt is served from now on
+        keras_mv2seg.from_preset("test_fcn", presets=table)
+
+
+def test_a_tarball_that_passes_its_read_but_holds_no_checkpoint_is_set_aside_and_fetched_again(server,
+                                                                                                deeplab_fixtures):
+    preset = deeplab_preset(server, deeplab_fixtures)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("test_deeplab/README")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"hi"))
+    download = presets.cache_dir() / "downloads" / preset.file_name
+    download.parent.mkdir(parents=True)
+    download.write_bytes(buffer.getvalue())  # put there by hand, as the offline message suggests
+    with pytest.warns(presets.CachedFileWarning, match="passed its file check but not the strict import"):
+        keras_mv2seg.from_preset(preset.name, presets={preset.name: preset})
+    assert server.requests == [preset.file_name]
+
+
+@pytest.mark.heavy
+def test_processes_asking_for_one_preset_at_once_share_one_download_and_conversion(server, mmseg_fixtures):
+    """Three real processes (the workers of one run) call from_preset together against a slow server: one
+    downloads and converts, the others wait for it; all get the same verified weights, nothing is left over."""
+    preset = mmseg_preset(server, mmseg_fixtures)
+    server.seconds = 3.0
+    root = Path(__file__).resolve().parents[1]
+    script = (f"import json, sys; sys.path.insert(0, {str(root)!r})\n"
+              "import numpy as np\nfrom keras_mv2seg.weights import presets\n"
+              "p = presets.Preset(**json.loads(sys.argv[1]))\n"
+              "model = presets.from_preset(p.name, training=True, presets={p.name: p})\n"
+              "print('sum', float(np.asarray(model(np.full((1, 64, 64, 3), 100.0, 'float32'))['logits']).sum()))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    workers = [subprocess.Popen([sys.executable, "-c", script, json.dumps(asdict(preset))], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    results = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (out, err) in zip(workers, results):
+        assert worker.returncode == 0, err[-3000:]
+    sums = {line for out, _ in results for line in out.splitlines() if line.startswith("sum")}
+    assert len(sums) == 1, sums
+    assert server.requests == [preset.file_name]  # one download for all three
+    cache = presets.cache_dir()
+    assert _only_file(cache / "downloads").name == preset.file_name
+    assert _only_file(cache / "converted").name == "test_fcn.training.weights.h5"
+    assert not (cache / "rejected").exists()

@@ -143,3 +143,24 @@ def test_library_messages_name_parameters_and_the_tools_print_flags(capsys):
 
     assert run_main(main, []) == 1
     assert "error: out.onnx exists; pass --overwrite to replace it" in capsys.readouterr().err
+
+
+def test_offline_and_timeouts_exit_1_with_what_to_do(tmp_path, monkeypatch, capsys):
+    """ConnectionError (offline, a server or peer that does not answer) and TimeoutError (a held lock) are
+    the user's environment, not a bug: exit 1 with the message, never 70."""
+    from keras_mv2seg.cli import write_png
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("KERAS_MV2SEG_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens there
+    write_png(tmp_path / "photo.png", np.zeros((16, 16, 3), np.uint8))
+    argv = ["--preset", "deeplab_mnv2_dm05_pascal_trainaug", str(tmp_path / "photo.png"), "--out-dir",
+            str(tmp_path / "out")]
+    assert run_main(load_tool("predict").main, argv) == 1
+    err = capsys.readouterr().err
+    assert "error: could not download preset 'deeplab_mnv2_dm05_pascal_trainaug' from http://127.0.0.1:9/" in err
+    assert "Offline? Put the file deeplabv3_mnv2_dm05_pascal_trainaug_2018_10_01.tar.gz into" in err
+
+    def held(argv):
+        raise TimeoutError("downloading and converting preset 'x': process 123 has held the lock l for more than 1 s")
+
+    assert run_main(held, []) == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mv2seg.export.graph import check_calibration, export_function, require
-from keras_mv2seg.files import refuse_existing, staging_path
+from keras_mv2seg.files import refuse_existing, remove_stale_staging, staging_path
 from keras_mv2seg.machine import usable_threads
 from keras_mv2seg.models.layers import native_depthwise_for_export
 
@@ -68,8 +68,8 @@ def save_openvino(ov_model, path, *, overwrite: bool = False, check=None) -> Pat
         raise ValueError(f"OpenVINO models are written as .xml (+ .bin), received {path}")
     refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path.with_suffix(".openvino"))
     folder = staging_path(path.with_suffix(".openvino"))
-    shutil.rmtree(folder, ignore_errors=True)
     try:
         staged = folder / path.name
         ov.save_model(ov_model, str(staged), compress_to_fp16=False)

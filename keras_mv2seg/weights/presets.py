@@ -19,8 +19,16 @@ Sources (cited per row in :data:`PRESETS`):
 Offline and mirrors: ``KERAS_MV2SEG_WEIGHTS_URL`` (or ``base_url=``) replaces the download location: the file
 is fetched as ``<base>/<file name>``, where the base is an ``http(s)://`` or ``file://`` URL or a local folder.
 With no network the error names the URL, the file name and the cache folder to put the file in. A download is
-written as ``<file>.part`` and renamed only after its size and hash checks pass, so a cut-off or wrong file is
-never taken as valid by a later call.
+written under a name of its own process and renamed only after its size and hash checks pass, so a cut-off or
+wrong file is never taken as valid by a later call.
+
+Nothing read back from the cache is trusted: a cached download is checked again (hash, or a whole read of a
+tarball; and the strict import), a converted file is loaded strictly with every value checked finite, and one
+that fails is moved to ``<cache>/rejected/`` with a :class:`CachedFileWarning` naming it and built again once.
+A file a user put into ``downloads/`` by hand is checked the same way. Processes share the cache safely: one
+lock per released file (``<cache>/locks/``, released by the operating system when its holder dies) makes one
+of N processes asking for a preset at once download and convert it while the others wait and then load its
+verified result.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import os
 import shutil
 import socket
 import tarfile
+import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +47,7 @@ from pathlib import Path
 import keras
 
 from keras_mv2seg.config import get_config
+from keras_mv2seg.files import exclusive_lock, remove_stale_staging, staging_path
 from keras_mv2seg.models.segmenter import build_segmenter
 from keras_mv2seg.weights.deeplab import checkpoint_prefix
 from keras_mv2seg.weights.importers import import_checkpoint
@@ -158,21 +169,74 @@ def _origin(preset: Preset, base_url: str | None) -> str:
     return f"{base.rstrip('/')}/{preset.file_name}"
 
 
+class CachedFileWarning(UserWarning):
+    """A file in the preset cache failed the check it passed when it was written: it was moved aside and is
+    being rebuilt."""
+
+
+def _lock(preset: Preset):
+    """The one lock around everything cached for a preset's file (download, extraction, both converted views):
+    of N processes asking at once, one does the work and the others then find its verified files."""
+    return exclusive_lock(cache_dir() / "locks" / f"{preset.file_name}.lock",
+                          what=f"downloading and converting preset {preset.name!r}")
+
+
+def _set_aside(path: Path, problem: str):
+    """Move a cached file (or folder) that failed its check to ``<cache>/rejected/`` (kept for a look, never
+    served again) and say so."""
+    folder = cache_dir() / "rejected"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.replace(path, target)
+    warnings.warn(f"{path}: {problem}; moved it to {target} and building it again", CachedFileWarning,
+                  stacklevel=4)
+
+
+def _download_problem(preset: Preset, path: Path) -> str | None:
+    """Why a downloaded file is not the released one, or None: the published hash where there is one, else
+    (DeepLab tarballs) a whole read of the archive (gzip CRC, tar structure), so a cut-off file never passes."""
+    if preset.sha256_prefix:
+        digest = _sha256(path)
+        if not digest.startswith(preset.sha256_prefix):
+            return (f"SHA-256 {digest[:16]}... does not start with {preset.sha256_prefix} as the file name "
+                    "promises (an incomplete or different file)")
+    elif preset.file_name.endswith(".tar.gz"):
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                for _ in archive:
+                    pass
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+            return f"incomplete or corrupt .tar.gz ({error})"
+    return None
+
+
 def download(preset: Preset, *, base_url: str | None = None) -> Path:
-    """The preset's released file in the cache, downloaded (and hash-checked) if it is not there yet."""
+    """The preset's released file in the cache, downloaded if it is not there yet; checked (hash, or a whole
+    read of a tarball) both when it is downloaded and when a cached copy is reused. Safe to call from several
+    processes at once."""
+    with _lock(preset):
+        return _download(preset, base_url)
+
+
+def _download(preset: Preset, base_url: str | None) -> Path:  # the caller holds _lock(preset)
     folder = cache_dir() / "downloads"
     target = folder / preset.file_name
     if target.is_file():
-        return target
+        problem = _download_problem(preset, target)
+        if problem is None:
+            return target
+        shutil.rmtree(_extracted(target), ignore_errors=True)
+        _set_aside(target, problem)
     folder.mkdir(parents=True, exist_ok=True)
     origin = _origin(preset, base_url)
-    part = folder / f"{preset.file_name}.part"
-    part.unlink(missing_ok=True)
+    remove_stale_staging(target)
+    part = staging_path(target)
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout or DOWNLOAD_TIMEOUT_S)  # a stalled server fails instead of hanging
     try:
         keras.utils.get_file(fname=part.name, origin=origin, cache_dir=str(folder.parent), cache_subdir=folder.name,
                              force_download=True)
+        problem = _download_problem(preset, part)
     except BaseException as error:
         part.unlink(missing_ok=True)
         if isinstance(error, Exception):
@@ -183,30 +247,24 @@ def download(preset: Preset, *, base_url: str | None = None) -> Path:
         raise
     finally:
         socket.setdefaulttimeout(timeout)
-    if preset.sha256_prefix:
-        digest = _sha256(part)
-        if not digest.startswith(preset.sha256_prefix):
-            part.unlink(missing_ok=True)
-            raise ValueError(f"{origin}: SHA-256 {digest[:16]}... does not start with {preset.sha256_prefix} as the "
-                             "file name promises (an incomplete or different file); nothing was kept")
-    elif preset.file_name.endswith(".tar.gz"):  # no hash published: read the whole archive (gzip CRC, tar
-        try:  # structure) so that a cut-off tarball is never kept as if it were whole
-            with tarfile.open(part, "r:gz") as archive:
-                for _ in archive:
-                    pass
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-            part.unlink(missing_ok=True)
-            raise ValueError(f"{origin}: incomplete or corrupt .tar.gz ({error}); nothing was kept") from None
+    if problem is not None:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"{origin}: {problem}; nothing was kept")
     os.replace(part, target)
     return target
 
 
+def _extracted(tarball: Path) -> Path:
+    return tarball.with_name(tarball.name.removesuffix(".tar.gz") + ".extracted")
+
+
 def _checkpoint_in_tarball(tarball: Path) -> Path:
     """Extract the TF checkpoint of an official DeepLab tarball next to it; returns its prefix."""
-    folder = tarball.with_name(tarball.name.removesuffix(".tar.gz") + ".extracted")
+    folder = _extracted(tarball)
     if not folder.is_dir():
-        staging = folder.with_name(folder.name + ".part")
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_stale_staging(folder)
+        staging = staging_path(folder)
+        staging.mkdir(parents=True)
         try:
             with tarfile.open(tarball, "r:gz") as archive:
                 members = [m for m in archive.getmembers() if m.isfile() and ".ckpt" in m.name]
@@ -223,28 +281,49 @@ def _checkpoint_in_tarball(tarball: Path) -> Path:
 
 def preset_weights(name: str, *, training: bool = False, base_url: str | None = None,
                    presets: dict | None = None) -> Path:
-    """The converted ``.weights.h5`` of a preset for the inference (default) or training view, converting once."""
-    preset = get_preset(name, presets)
+    """The converted ``.weights.h5`` of a preset for the inference (default) or training view, converting once
+    and verified (loaded strictly, every value finite) into a model of the preset's config on every call."""
     config = preset_config(name, presets)
-    training = training and config.model.aux_channels > 0
-    converted = cache_dir() / "converted" / f"{preset.name}.{'training' if training else 'inference'}.weights.h5"
-    if converted.is_file():
-        return converted
-    source = download(preset, base_url=base_url)
-    if preset.kind == "deeplab":
-        source = _checkpoint_in_tarball(source)
-    model = build_segmenter(config, auxiliary=training)
-    import_checkpoint(model, source)  # strict: every weight, no unused tensor, no NaN
-    return save_weights(model, converted, config)
+    model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
+    return _cached_weights(get_preset(name, presets), config, model, base_url)
+
+
+def _cached_weights(preset: Preset, config, model, base_url: str | None) -> Path:
+    """Load the preset's converted weights into ``model`` (built from ``config``, the preset's own) and return
+    their file. Everything read back from the cache is checked as when it was written -- the converted file by
+    the strict, finite-checked load, the download by its hash or a whole read, a cached download also by the
+    strict import -- and a file that fails is moved aside (a :class:`CachedFileWarning` names it) and rebuilt
+    once, never served."""
+    view = "training" if isinstance(model.output, dict) else "inference"
+    converted = cache_dir() / "converted" / f"{preset.name}.{view}.weights.h5"
+    with _lock(preset):
+        if converted.is_file():
+            try:
+                load_keras_weights(model, converted)
+                return converted
+            except ValueError as error:
+                _set_aside(converted, str(error).removeprefix(f"{converted}: "))
+        for attempt in range(2):
+            cached = (cache_dir() / "downloads" / preset.file_name).is_file()
+            source = _download(preset, base_url)
+            try:
+                import_checkpoint(model, _checkpoint_in_tarball(source) if preset.kind == "deeplab" else source)
+                break
+            except ValueError as error:  # strict: every weight, no unused tensor, no NaN
+                if not cached or attempt:
+                    raise
+                shutil.rmtree(_extracted(source), ignore_errors=True)
+                _set_aside(source, f"passed its file check but not the strict import ({error})")
+        return save_weights(model, converted, config)
 
 
 def from_preset(name: str, *, training: bool = False, base_url: str | None = None, presets: dict | None = None):
     """A model of the preset's config with its released weights: the inference model (logits), or with
-    ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning."""
+    ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning. Safe to call from
+    several processes at once (the workers of one run): one downloads and converts, the others wait for it."""
     config = preset_config(name, presets)
-    path = preset_weights(name, training=training, base_url=base_url, presets=presets)
     model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
-    load_keras_weights(model, path)
+    _cached_weights(get_preset(name, presets), config, model, base_url)
     return model
 
 

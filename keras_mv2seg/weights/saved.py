@@ -67,7 +67,7 @@ def load_keras_weights(model: keras.Model, path, *, allow_non_finite: bool = Fal
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not a readable Keras weights file ({str(error).splitlines()[0]}); "
                          "delete it or write it again") from None
-    before = [np.array(v) for v in model.weights]
+    before = [v.numpy() for v in model.weights]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns per layer before it raises: the error below says it all
