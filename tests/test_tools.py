@@ -101,6 +101,45 @@ def test_test_tool_prints_per_class_table_and_writes_outputs(trained_tiny, tmp_p
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_predict_outputs_never_collide_resume_and_skip_what_cannot_be_read(trained_tiny, tmp_path, capsys):
+    """a/same.png and b/same.png, photo.png beside photo.jpg: four inputs, four outputs. A broken image is named
+    and skipped, the rest written, exit 1. A second run refuses before writing; --skip-existing resumes."""
+    import tensorflow as tf
+
+    from keras_mv2seg.cli import write_png
+
+    config_file, weights = trained_tiny
+    image = np.random.default_rng(0).integers(0, 255, (32, 48, 3)).astype(np.uint8)
+    for name in ("a/same.png", "b/same.png", "c/photo.png"):
+        write_png(tmp_path / "in" / name, image)
+    (tmp_path / "in" / "c" / "photo.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    (tmp_path / "in" / "c" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    argv = [str(config_file), str(weights), *(str(tmp_path / "in" / d) for d in "abc"), "--out-dir", str(out)]
+    tool = load_tool("predict")
+    assert run_main(tool.main, argv) == 1
+    captured = capsys.readouterr()
+    assert f"{tmp_path / 'in' / 'c' / 'broken.png'}: not a decodable image" in captured.err
+    assert "1 of 5 image(s) could not be read and have no output" in captured.err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == sorted(f"{stem}_{kind}.png" for stem in ("a/same", "b/same", "c/photo.jpg", "c/photo.png")
+                             for kind in ("labels", "overlay"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert run_main(tool.main, argv) == 1  # everything there: refused before anything is written
+    assert "exists (8 output file(s) of this run already exist); pass --overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+    (out / "b" / "same_overlay.png").unlink()
+    (tmp_path / "in" / "c" / "broken.png").unlink()
+    assert run_main(tool.main, argv + ["--skip-existing"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 image(s) segmented" in printed and "3 skipped with their outputs already there" in printed
+    assert (out / "b" / "same_overlay.png").is_file()
+    assert (out / "a" / "same_labels.png").stat().st_mtime_ns == before[out / "a" / "same_labels.png"]
+    with pytest.raises(SystemExit) as exit_:  # one or the other: argparse's usage error
+        tool.main(argv + ["--skip-existing", "--overwrite"])
+    assert exit_.value.code == 2
+
+
 def test_test_tool_slide_and_aug_test_modes(trained_tiny, capsys):
     config_file, weights = trained_tiny
     tool = load_tool("test")

@@ -7,12 +7,20 @@
 WEIGHTS may also be a preset name (see keras_mv2seg.list_presets()).
 
 INPUT is an image file, a folder (its .png/.jpg/.jpeg/.bmp files) or a glob pattern in quotes.
+
+Outputs keep each input's path below the inputs' common folder (``a/x.png`` and ``b/x.png`` give
+``OUT/a/x_labels.png`` and ``OUT/b/x_labels.png``; ``x.png`` beside ``x.jpg`` gives ``x.png_labels.png`` and
+``x.jpg_labels.png``), so no two inputs write one file. Existing outputs are refused before anything is
+written, unless ``--overwrite`` (replace them) or ``--skip-existing`` (resume a large job: inputs whose outputs
+are all there are skipped). An image that cannot be read is reported and skipped; the others are written and
+the tool exits 1 at the end, naming each one.
 """
 
 import argparse
 import glob
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_mv2seg.cli import (  # noqa: E402
-    add_config_arguments, config_from_args, read_image, run_main, write_png, UsageError,
+    EXIT_BAD_INPUT, add_config_arguments, config_from_args, read_image, run_main, write_png, UsageError,
 )
 from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
 from keras_mv2seg.inference import predict_labels  # noqa: E402
@@ -42,7 +50,33 @@ def expand_inputs(items) -> list[Path]:
         if not found:
             raise UsageError(f"{item}: no image file, folder with images, or glob match")
         paths.extend(found)
-    return paths
+    unique = list(dict.fromkeys(path.resolve() for path in paths))
+    if len(unique) < len(paths):
+        print(f"note: {len(paths) - len(unique)} input(s) matched more than once; each image is segmented once")
+    return unique
+
+
+OUTPUT_KINDS = ("labels", "overlay")
+
+
+def output_stems(paths: list[Path]) -> dict[Path, Path]:
+    """Each input's output stem, relative to the output folder: its path below the inputs' common folder,
+    without its suffix -- or with it, for inputs that share a stem there (``x.png``, ``x.jpg``). Injective: no
+    two inputs get one stem (the tool checks it before writing anything)."""
+    if not paths:
+        return {}
+    base = Path(os.path.commonpath([str(path.parent) for path in paths]))
+    relative = {path: path.relative_to(base) for path in paths}
+    shared = Counter(rel.with_suffix("") for rel in relative.values())
+    stems = {path: rel.with_suffix("") if shared[rel.with_suffix("")] == 1 else rel for path, rel in relative.items()}
+    clashes = [stem for stem, count in Counter(stems.values()).items() if count > 1]
+    if clashes:  # only names that differ in case on a case-insensitive folder could get here
+        raise UsageError(f"inputs would write the same output {clashes[0]}: rename one of them")
+    return stems
+
+
+def output_path(out: Path, stem: Path, kind: str) -> Path:
+    return out / stem.parent / f"{stem.name}_{kind}.png"
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarray:
@@ -53,7 +87,10 @@ def _output_arguments(parser):
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     parser.add_argument("--out-dir", default="outputs/predict")
     parser.add_argument("--opacity", type=float, default=0.5, help="colour weight in the overlay (0..1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    written = parser.add_mutually_exclusive_group()
+    written.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    written.add_argument("--skip-existing", action="store_true",
+                         help="skip inputs whose outputs all exist (resume a large job)")
 
 
 def parse_args(argv):
@@ -87,15 +124,45 @@ def main(argv=None) -> int:
         model = build_for_inference(config, args.weights)
     colours = palette(config.data.dataset, config.model.num_classes)
     out = Path(args.out_dir)
-    for path in inputs:
-        image = read_image(path)
+    stems = output_stems(inputs)
+    todo = _inputs_to_write(inputs, stems, out, args)
+    failed = []
+    for path in todo:
+        try:
+            image = read_image(path)
+        except ValueError as error:  # undecodable: named, skipped, and the exit status says so at the end
+            print(f"error: {error}; skipped", file=sys.stderr)
+            failed.append(path)
+            continue
         labels = predict_labels(model, image[None].astype(np.float32))[0].numpy()
-        write_png(out / f"{path.stem}_labels.png", labels.astype(np.uint8), overwrite=args.overwrite)
-        write_png(out / f"{path.stem}_overlay.png", overlay(image, colorize(labels, colours), args.opacity),
-                  overwrite=args.overwrite)
+        target = {kind: output_path(out, stems[path], kind) for kind in OUTPUT_KINDS}
+        write_png(target["labels"], labels.astype(np.uint8), overwrite=True)
+        write_png(target["overlay"], overlay(image, colorize(labels, colours), args.opacity), overwrite=True)
         present = ", ".join(str(c) for c in np.unique(labels))
-        print(f"{path} -> {out / (path.stem + '_overlay.png')} (classes {present})")
+        print(f"{path} -> {target['overlay']} (classes {present})")
+    print(f"{len(todo) - len(failed)} image(s) segmented into {out}"
+          + (f", {len(inputs) - len(todo)} skipped with their outputs already there" if args.skip_existing else ""))
+    if failed:
+        print(f"error: {len(failed)} of {len(todo)} image(s) could not be read and have no output: "
+              + ", ".join(str(path) for path in failed), file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
+
+
+def _inputs_to_write(inputs, stems, out: Path, args) -> list[Path]:
+    """The inputs to segment: all of them, less those whose outputs all exist with --skip-existing; without
+    --overwrite or --skip-existing, any existing output is refused here, before anything is written."""
+    existing = {path: [output_path(out, stems[path], kind).exists() for kind in OUTPUT_KINDS] for path in inputs}
+    if args.skip_existing:
+        return [path for path in inputs if not all(existing[path])]
+    if not args.overwrite:
+        clashing = [output_path(out, stems[path], kind) for path in inputs
+                    for kind, there in zip(OUTPUT_KINDS, existing[path]) if there]
+        if clashing:
+            raise FileExistsError(f"{clashing[0]} exists ({len(clashing)} output file(s) of this run already exist); "
+                                  "pass --overwrite to replace them or --skip-existing to keep them and segment "
+                                  "the rest")
+    return list(inputs)
 
 
 if __name__ == "__main__":
