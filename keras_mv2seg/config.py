@@ -176,6 +176,7 @@ class TrainConfig:
     sync_batchnorm: str = "heads"  # none | heads | all (under a distribution strategy)
     distribution: str = "auto"  # auto | none | mirrored | multi_worker (auto: multi_worker with TF_CONFIG,
     #                             mirrored with several GPUs, none otherwise)
+    startup_timeout_s: float = 600.0  # multi-worker: seconds to wait for every worker of TF_CONFIG to join
     mixed_precision: str = "float32"  # float32 | float16 | bfloat16 (logits and loss stay float32)
     jit_compile: bool = False  # XLA
     pretrained: str = ""  # ImageNet MobileNetV2 checkpoint (mmcls .pth) for the backbone; "" = from scratch
@@ -186,7 +187,8 @@ class TrainConfig:
         _choice("train", "weight_decay_on", self.weight_decay_on, ("all", "kernels"))
         _choice("train", "distribution", self.distribution, ("auto", "none", "mirrored", "multi_worker"))
         _choice("train", "mixed_precision", self.mixed_precision, ("float32", "float16", "bfloat16"))
-        for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval"):
+        for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval",
+                     "startup_timeout_s"):
             _positive("train", name, getattr(self, name))
 
 

@@ -81,3 +81,50 @@ def test_two_process_multi_worker_fit_on_localhost(tiny_config_file, tmp_path):
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
     assert update_difference(np.load(tmp_path / "single.npz"), first, np.load(tmp_path / "single_init.npz")) < 0.02
+
+
+@pytest.mark.parametrize("text, named", [
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG needs "cluster"'),
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'TF_CONFIG needs "task"'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+     "TF_CONFIG's task worker 1 is not in its cluster \\(worker: 1\\)"),
+])
+def test_a_malformed_tf_config_is_named(monkeypatch, text, named):
+    from keras_mv2seg.training.distribute import make_strategy
+
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(ValueError, match=named):
+        make_strategy("auto")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.heavy
+def test_a_worker_nobody_starts_ends_the_start_up_with_its_name_on_either_side():
+    """Two-worker TF_CONFIG, only one process started, as worker 0 (TensorFlow's coordination leader, which
+    would otherwise wait inside TensorFlow for good) and as worker 1: each ends with a ConnectionError naming
+    the missing worker and TF_CONFIG after the timeout; neither hangs."""
+    import json
+
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from keras_mv2seg.training.distribute import make_strategy\n"
+              "try:\n    make_strategy('multi_worker', startup_timeout_s=3)\n"
+              "except ConnectionError as error:\n    print('ConnectionError:', error); sys.exit(1)\n"
+              "print('formed'); sys.exit(0)\n") % str(ROOT)
+    for index in (0, 1):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        done = subprocess.run([sys.executable, "-c", script], text=True, capture_output=True, timeout=120,
+                              env={**os.environ, "TF_CONFIG": config, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
+        missing = 1 - index
+        assert (f"ConnectionError: multi-worker start-up: no answer within 3 s from worker {missing} at "
+                f"{workers[missing]}. Start every worker of TF_CONFIG") in done.stdout, done.stdout
+        assert f"TF_CONFIG={config}" in done.stdout

@@ -1,15 +1,135 @@
 """Distribution: the strategy a config asks for, the chief, and the one ``fit`` path
-every strategy trains through (with the documented workaround for Keras 3.15 under MultiWorkerMirroredStrategy)."""
+every strategy trains through (with the documented workaround for Keras 3.15 under MultiWorkerMirroredStrategy).
+
+A multi-worker start-up never hangs silently. ``TF_CONFIG`` is checked first (a malformed one is an error
+naming it). Then the workers meet before TensorFlow starts (:func:`rendezvous`): each listens on its own
+address of ``TF_CONFIG`` and waits until every other worker's address answers, for at most
+``startup_timeout_s``; a worker that never answers is named, with ``TF_CONFIG``, in a ConnectionError (exit 1
+from the tools). This is needed because the first worker (the coordination leader) otherwise waits for the
+missing ones inside TensorFlow's C++ start-up, holding the interpreter, with no timeout that reaches it and no
+way for Python to interrupt it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import time
 
 import keras
 import tensorflow as tf
 
+NOTICE_AFTER_S = 5.0  # a worker still waiting after this long says for whom, once
 
-def make_strategy(kind: str) -> tf.distribute.Strategy:
+
+def cluster_of_tf_config(text: str | None = None) -> tuple[dict, str, int]:
+    """(cluster {job: [address, ...]}, task type, task index) of ``TF_CONFIG``; ValueError naming ``TF_CONFIG``
+    and what is wrong otherwise."""
+    text = os.environ.get("TF_CONFIG", "") if text is None else text
+    example = ('e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}; {example}") from None
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    task = value.get("task") if isinstance(value, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(addresses, list) and addresses and all(isinstance(a, str) and ":" in a for a in addresses)
+            for addresses in cluster.values()):
+        raise ValueError(f"TF_CONFIG needs \"cluster\": a job name -> list of host:port addresses, received "
+                         f"{text[:200]!r}; {example}")
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str) or not isinstance(task.get("index"), int):
+        raise ValueError(f"TF_CONFIG needs \"task\": {{\"type\": job name, \"index\": int}}, received "
+                         f"{text[:200]!r}; {example}")
+    if task["type"] not in cluster or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ValueError(f"TF_CONFIG's task {task['type']} {task['index']} is not in its cluster "
+                         f"({', '.join(f'{job}: {len(a)}' for job, a in cluster.items())}): {text[:200]!r}")
+    return cluster, task["type"], task["index"]
+
+
+def _reachable(address: str, timeout_s: float = 0.5) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def rendezvous(cluster: dict, task_type: str, task_index: int, timeout_s: float, notice=print):
+    """Listen on this task's own address while waiting until every other task's address answers (each task
+    does the same, so all of them pass, and the first to pass is then seen through TensorFlow's own server on
+    that port). ConnectionError naming the silent tasks and ``TF_CONFIG`` after ``timeout_s``."""
+    own = cluster[task_type][task_index]
+    port = int(own.rpartition(":")[2])
+    peers = {f"{job} {index} at {address}": address for job, addresses in cluster.items()
+             for index, address in enumerate(addresses) if (job, index) != (task_type, task_index)}
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", port))
+    except OSError as error:
+        listener.close()
+        raise ConnectionError(f"TF_CONFIG gives this process ({task_type} {task_index}) the address {own}, but port "
+                              f"{port} cannot be opened here ({error}); TF_CONFIG={os.environ.get('TF_CONFIG', '')}")
+    listener.listen(64)
+    listener.setblocking(False)
+    start, answered, told = time.monotonic(), set(), False
+    try:
+        while True:
+            _drain(listener)
+            answered |= {name for name, address in peers.items() if name not in answered and _reachable(address)}
+            silent = [name for name in peers if name not in answered]
+            if not silent:
+                return
+            waited = time.monotonic() - start
+            if waited > timeout_s:
+                raise ConnectionError(
+                    f"multi-worker start-up: no answer within {timeout_s:g} s from {', '.join(silent)}. Start every "
+                    "worker of TF_CONFIG (each with its own task index), check the addresses and that the ports are "
+                    f"open between the hosts, or raise startup_timeout_s; TF_CONFIG={os.environ.get('TF_CONFIG', '')}")
+            if waited > NOTICE_AFTER_S and not told:
+                notice(f"multi-worker start-up: waiting up to {timeout_s:g} s for {', '.join(silent)} (TF_CONFIG)")
+                told = True
+            time.sleep(0.2)
+    finally:
+        listener.close()
+
+
+def _drain(listener: socket.socket):
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, OSError):
+            return
+        connection.close()
+
+
+def _multi_worker(timeout_s: float) -> tf.distribute.Strategy:
+    cluster, task_type, task_index = cluster_of_tf_config()
+    rendezvous(cluster, task_type, task_index, timeout_s)
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is None:  # as TensorFlow configures it, plus a deadline for the
+        jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))  # workers to
+                for job in ("chief", "worker") if job in cluster]  # register (one that dies after the rendezvous)
+        leader = "chief" if "chief" in cluster else "worker"
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0", coordinated_jobs=jobs,
+            cluster_register_timeout_in_ms=int(timeout_s * 1000))
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as error:
+        raise ConnectionError(f"multi-worker start-up: the workers of TF_CONFIG answered but did not all register "
+                              f"within {timeout_s:g} s ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                              f"TF_CONFIG={os.environ.get('TF_CONFIG', '')}") from None
+
+
+def make_strategy(kind: str, startup_timeout_s: float = 600.0) -> tf.distribute.Strategy:
+    """The strategy of ``train.distribution``; multi-worker start-up as in the module docstring."""
     if kind == "auto":
         if os.environ.get("TF_CONFIG"):
             kind = "multi_worker"
@@ -21,7 +141,7 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _multi_worker(startup_timeout_s)
 
 
 def is_chief(strategy) -> bool:

@@ -104,7 +104,7 @@ class _Run:
     def __init__(self, config: Config, work_dir: Path, data_root, seed: int, strategy, verbose: int):
         self.config, self.work_dir, self.seed, self.verbose = config, work_dir, seed, verbose
         self.data_root = resolve_data_root(config, data_root) if needs_data_root(config) else data_root
-        self.strategy = strategy or make_strategy(config.train.distribution)
+        self.strategy = strategy or make_strategy(config.train.distribution, config.train.startup_timeout_s)
         self.chief = is_chief(self.strategy)
         self.global_batch = config.train.batch_size
         if self.global_batch % self.strategy.num_replicas_in_sync:
