@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
+from keras_mv2seg.data.decode import data_errors_named
 from keras_mv2seg.data.sources import evaluation_data
 from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
 from keras_mv2seg.ops import resize_bilinear
@@ -120,15 +121,16 @@ def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255,
     The result adds ``images`` (count) and ``confusion`` (the label x prediction matrix) to the metrics."""
     predict = predict or (lambda m, x: m(x, training=False))
     accumulator = ConfusionAccumulator(num_classes, ignore_index)
-    for index, (image, label, name) in enumerate(dataset):
-        if max_images is not None and index >= max_images:
-            break
-        logits = predict(model, image[None])
-        logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
-        prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
-        accumulator.update(prediction.numpy(), label.numpy(), name=name.numpy().decode())
-        if on_prediction is not None:
-            on_prediction(name.numpy().decode(), prediction.numpy())
+    with data_errors_named():
+        for index, (image, label, name) in enumerate(dataset):
+            if max_images is not None and index >= max_images:
+                break
+            logits = predict(model, image[None])
+            logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
+            prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
+            accumulator.update(prediction.numpy(), label.numpy(), name=name.numpy().decode())
+            if on_prediction is not None:
+                on_prediction(name.numpy().decode(), prediction.numpy())
     result = accumulator.result()
     result.update(images=accumulator.images, confusion=accumulator.matrix.copy())
     return result

@@ -7,6 +7,7 @@ import tensorflow as tf
 import keras_mv2seg
 from keras_mv2seg.data import augment, list_samples, make_toy_dataset
 from keras_mv2seg.data.pipeline import eval_dataset, map_label, pad_pixel, train_dataset
+from keras_mv2seg.data.decode import DataError, data_errors_named
 from tests.conftest import load_tool
 
 
@@ -255,6 +256,9 @@ def test_bad_files_fail_in_the_pipeline_naming_the_file(tmp_path, problem, messa
         culprit = label
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"(?s){message}.*{culprit.name}"):
         list(eval_dataset(config))
+    with pytest.raises(DataError, match=f"^{message}.*{culprit.name}"):  # one sentence where data is consumed
+        with data_errors_named():
+            list(eval_dataset(config))
 
 
 @pytest.mark.parametrize("channels", [1, 4])
@@ -315,6 +319,10 @@ def test_out_of_range_labels_are_named_before_the_loss(tmp_path):
         next(iter(train_dataset(config, batch_size=1)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)label values outside.*gtFine/val"):
         list(eval_dataset(config))
+    with pytest.raises(DataError, match=r"^label values outside 0\.\.4 and the ignore index 255 \(largest: \d+\) in "
+                                        r"the label of .*gtFine/val.*\.png; fix the file, or make model.num_classes"):
+        with data_errors_named():
+            list(eval_dataset(config))
 
 
 def test_image_and_label_stay_aligned_through_the_whole_chain():
@@ -352,6 +360,17 @@ def test_decoded_cache_gives_the_same_stream_and_names_bad_files(tmp_path):
         np.testing.assert_array_equal(b, d)
     assert len(list((tmp_path / "cache").glob("*.raw"))) == 8
     label = sorted((root / "gtFine" / "train").rglob("*_labelTrainIds.png"))[0]
+    raw = sorted((tmp_path / "cache").glob("*.image.raw"))
+    raw[0].write_bytes(raw[0].read_bytes()[:100])  # a cut-off cache entry: named, decoded again
+    with pytest.warns(UserWarning, match=f"{raw[0].name}: a decoded-sample cache file of 100 bytes"):
+        again = [(x.numpy(), y.numpy()) for x, y in train_dataset(cached, batch_size=2, seed=3).take(3)]
+    for (a, b), (c, d) in zip(plain, again):
+        np.testing.assert_array_equal(a, c)
+    raw[1].write_bytes(raw[1].read_bytes()[:100])  # cut off while training: named by the pipeline
+    from keras_mv2seg.data.cache import read_raw
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"(?s)cache file cut off or corrupt.*{raw[1].name}"):
+        read_raw(str(raw[1]), 3)
     label.write_bytes(label.read_bytes()[:60])  # truncated: a valid header, broken data
     with pytest.raises(ValueError, match=f"{label.name}: label does not decode"):
         train_dataset(cached, batch_size=2)

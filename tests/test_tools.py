@@ -203,3 +203,12 @@ def test_offline_and_timeouts_exit_1_with_what_to_do(tmp_path, monkeypatch, caps
         raise TimeoutError("downloading and converting preset 'x': process 123 has held the lock l for more than 1 s")
 
     assert run_main(held, []) == 1
+
+
+def test_a_data_error_inside_training_is_one_line_naming_the_file_and_exit_1(tiny_config_file, capsys):
+    """Labels 0..18 for a 5-class model: found inside fit by the pipeline's check, reported as a sentence."""
+    config_file = tiny_config_file(iters=2, interval=2, extra=", num_classes=5")
+    assert run_main(load_tool("train").main, [str(config_file), "--work-dir", str(config_file.parent / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "error: label values outside 0..4 and the ignore index 255 (largest: " in err
+    assert "_gtFine_labelTrainIds.png; fix the file, or make model.num_classes" in err and "Assert" not in err

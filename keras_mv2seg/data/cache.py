@@ -3,7 +3,9 @@
 Each sample becomes two files ``<key>.image.raw`` / ``<key>.label.raw`` (8-byte header: height and width as
 little-endian int32, then the uint8 pixels), the label already mapped to training ids. The key hashes the
 source path, size and modification time, so an edited file is decoded again. Building the cache decodes every
-file in Python, where a corrupt or truncated file is reported by name.
+file in Python, where a corrupt or truncated file is reported by name. A cached entry is reused only when its
+size is what its header promises; one that is not (a cut-off copy, a full disk) is named in a warning and
+decoded again, and one that goes bad while training is named by the pipeline.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,7 @@ def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = Fa
     for sample in samples:
         key = _key(sample)
         image_file, label_file = cache_dir / f"{key}.image.raw", cache_dir / f"{key}.label.raw"
-        if not (image_file.is_file() and label_file.is_file()):
+        if not (_whole(image_file, 3) and _whole(label_file, 1)):
             image, label = read_pair(sample, reduce_zero_label)
             _write_raw(image_file, image)
             _write_raw(label_file, label)
@@ -51,9 +54,31 @@ def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = Fa
     return cached
 
 
+def _whole(path: Path, channels: int) -> bool:
+    """Whether a cache file exists with the size its header promises (False, with a warning, when it does not)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        header = handle.read(8)
+    height, width = struct.unpack("<ii", header) if len(header) == 8 else (-1, -1)
+    if height >= 0 and width >= 0 and path.stat().st_size == 8 + height * width * channels:
+        return True
+    warnings.warn(f"{path}: a decoded-sample cache file of {path.stat().st_size} bytes, not what its header "
+                  "promises (cut off or corrupt); decoding its source again", stacklevel=3)
+    return False
+
+
 def read_raw(path, channels: int):
-    """uint8 [H, W, channels] from a cache file."""
+    """uint8 [H, W, channels] from a cache file; a file of the wrong size fails naming it."""
     data = tf.io.read_file(path)
-    size = tf.io.decode_raw(tf.strings.substr(data, 0, 8), tf.int32)
-    pixels = tf.io.decode_raw(tf.strings.substr(data, 8, tf.strings.length(data) - 8), tf.uint8)
+    header = tf.strings.join([tf.strings.substr(data, 0, 8), b"\0" * 8])
+    size = tf.io.decode_raw(tf.strings.substr(header, 0, 8), tf.int32)
+    length = tf.strings.length(data)
+    whole = tf.logical_and(tf.reduce_all(size >= 0),
+                           tf.equal(tf.cast(length, tf.int64) - 8,
+                                    tf.cast(size[0], tf.int64) * tf.cast(size[1], tf.int64) * channels))
+    check = tf.debugging.Assert(whole, ["decoded-sample cache file cut off or corrupt (delete it, or the cache "
+                                        "folder, to decode again):", path])
+    with tf.control_dependencies([check]):
+        pixels = tf.io.decode_raw(tf.strings.substr(data, 8, tf.maximum(length - 8, 0)), tf.uint8)
     return tf.reshape(pixels, [size[0], size[1], channels])

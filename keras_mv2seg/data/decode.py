@@ -27,6 +27,9 @@ resized or recoloured label) is refused naming the file. RGB labels are refused 
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -77,6 +80,41 @@ def voc_colours_to_indices(rgb):
 
 # --- graph form: inside tf.data, problems raise InvalidArgumentError naming the file --------------------------
 
+class DataError(ValueError):
+    """A problem with a file of the dataset, found inside the input pipeline (the message names the file)."""
+
+
+_ASSERTION = re.compile(r"assertion failed: ((?:\[[^\]]*\] ?)+)")
+
+
+def pipeline_problem(error: Exception) -> str | None:
+    """The sentence of one of the pipeline's own data assertions (this module's and the label-range check)
+    that ``error`` carries, or None for any other error."""
+    if not isinstance(error, tf.errors.InvalidArgumentError):
+        return None
+    match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
+    if match is None:
+        return None
+    text = " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", match.group(1)))
+    return re.sub(r"\.\. (\d)", r"..\1", text).replace("( ", "(").replace(" )", ")")
+
+
+@contextlib.contextmanager
+def data_errors_named():
+    """Turn the pipeline's data assertions, raised where the data is consumed (``fit``, an evaluation loop),
+    into a :class:`DataError` with their sentence (the tools' exit status 1), instead of a TensorFlow error."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        problem = pipeline_problem(error)
+        if problem is None:
+            raise
+        if problem.startswith("label values outside"):
+            problem += ("; fix the file, or make model.num_classes and data.ignore_index (and the dataset's label "
+                        "mapping) match the labels")
+        raise DataError(problem) from None
+
+
 def _assert(ok, message, path):
     return tf.debugging.Assert(ok, [message, path])
 
@@ -126,8 +164,8 @@ def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool):
     image = decode_image(image_path)
     label = decode_label(label_path, kind_id)
     same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
-                                    ["image and label sizes differ:", image_path, tf.shape(image)[:2], label_path,
-                                     tf.shape(label)[:2]])
+                                    ["image and label sizes differ:", image_path, "is (H W)", tf.shape(image)[:2],
+                                     "but", label_path, "is", tf.shape(label)[:2]])
     with tf.control_dependencies([same_size]):
         label = tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in LABEL_KINDS])
         return tf.identity(image), label

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import Config
+from keras_mv2seg.data.decode import data_errors_named
 from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, \
     undecodable_files
 from keras_mv2seg.evaluation import evaluate
@@ -248,8 +249,10 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
                                 start_sample=start * run.global_batch)
         dataset = dataset.map(with_targets(run.model))
         try:
-            fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk, initial_epoch=start // chunk,
-                steps_per_epoch=chunk, callbacks=[monitor], shuffle=False, verbose=verbose if run.chief else 0)
+            with data_errors_named():
+                fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk,
+                    initial_epoch=start // chunk, steps_per_epoch=chunk, callbacks=[monitor], shuffle=False,
+                    verbose=verbose if run.chief else 0)
         except tf.errors.InvalidArgumentError as error:
             first = error.message.strip().splitlines()[0]
             if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
