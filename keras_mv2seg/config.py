@@ -180,6 +180,8 @@ class TrainConfig:
     mixed_precision: str = "float32"  # float32 | float16 | bfloat16 (logits and loss stay float32)
     jit_compile: bool = False  # XLA
     pretrained: str = ""  # ImageNet MobileNetV2 checkpoint (mmcls .pth) for the backbone; "" = from scratch
+    load_from: str = ""  # the whole model from a preset name, mmseg .pth, DeepLab checkpoint or .weights.h5
+    #                      (mmseg's load_from; classifiers re-initialised when its class count differs)
     log_interval: int = 50  # TensorBoard scalars every N iterations
 
     def __post_init__(self):
@@ -187,6 +189,9 @@ class TrainConfig:
         _choice("train", "weight_decay_on", self.weight_decay_on, ("all", "kernels"))
         _choice("train", "distribution", self.distribution, ("auto", "none", "mirrored", "multi_worker"))
         _choice("train", "mixed_precision", self.mixed_precision, ("float32", "float16", "bfloat16"))
+        if self.pretrained and self.load_from:
+            raise ValueError(f"train.pretrained ({self.pretrained}) and train.load_from ({self.load_from}) both set: "
+                             "load_from loads the whole model (backbone included); set one of them")
         for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval",
                      "startup_timeout_s"):
             _positive("train", name, getattr(self, name))

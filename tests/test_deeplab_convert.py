@@ -86,6 +86,12 @@ def test_fine_tuning_skips_logits(deeplab_fixtures):
     assert report.skipped_layers == ["decode_conv_seg"]
     with pytest.raises(WeightMappingError, match="logits/semantic/weights: source"):
         keras_mv2seg.load_weights(model, deeplab_fixtures / "model.ckpt")
+    from keras_mv2seg.weights import load_for_fine_tuning, source_classes
+
+    assert source_classes(deeplab_fixtures / "model.ckpt") == 19
+    report, line = load_for_fine_tuning(model, deeplab_fixtures)  # the folder, as the official tarball unpacks
+    assert sorted(report.skipped_source) == ["logits/semantic/biases", "logits/semantic/weights"]
+    assert "re-initialised for 3 classes (the source has 19): decode_conv_seg" in line
 
 
 def _read_varnames(path):

@@ -1,5 +1,8 @@
 """mmseg .pth import: parity with the reference's own outputs, strictness, backbone-only and fine-tuning."""
 
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -20,6 +23,10 @@ HEADS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v2-d8_51
 
 def fixture_config(head):
     return get_config(HEADS[head], decode_channels=64, aux_channels=32)
+
+
+# made by mmseg's own load_checkpoint(strict=False): tests/reference_fixtures/make_load_from.py
+REFERENCE_LOAD_FROM = Path(__file__).parent / "reference_fixtures" / "load_from_5_classes.json"
 
 
 def nhwc(a):
@@ -153,3 +160,25 @@ def test_model_without_its_config_is_refused_by_the_name_mapping_not_guessed(mms
     rebuilt = keras.Model(built.input, built.output)  # as Keras rebuilds a saved model: no segmenter config
     with pytest.raises(WeightMappingError):
         keras_mv2seg.load_weights(rebuilt, mmseg_fixtures / "fcn_cityscapes.pth")
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_load_from_into_new_classes_skips_exactly_what_mmseg_skips(mmseg_fixtures, head):
+    """An mmseg .pth of 19 classes into a 5-class model: the tensors left out are the ones mmseg's own
+    load_checkpoint(strict=False) does not load; everything else is what a strict 19-class load gives."""
+    from keras_mv2seg.weights import load_for_fine_tuning
+
+    reference = json.loads(REFERENCE_LOAD_FROM.read_text())["heads"][head]
+    assert not reference["missing"] and not reference["unexpected"]
+    source = mmseg_fixtures / f"{head}_cityscapes.pth"
+    model = build_segmenter(fixture_config(head).replace(num_classes=5), auxiliary=True)
+    initial = {v.path: v.numpy() for v in model.weights}
+    report, line = load_for_fine_tuning(model, source)
+    assert sorted(report.skipped_source) == reference["not_loaded_size_mismatch"]
+    assert "re-initialised for 5 classes (the source has 19)" in line
+    strict = build_segmenter(fixture_config(head), auxiliary=True)
+    keras_mv2seg.load_weights(strict, source)
+    expected = {v.path: v.numpy() for v in strict.weights}
+    for variable in model.weights:
+        value = initial[variable.path] if "conv_seg" in variable.path else expected[variable.path]
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)

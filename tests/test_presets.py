@@ -399,3 +399,18 @@ def test_processes_asking_for_one_preset_at_once_share_one_download_and_conversi
     assert _only_file(cache / "downloads").name == preset.file_name
     assert _only_file(cache / "converted").name == "test_fcn.training.weights.h5"
     assert not (cache / "rejected").exists()
+
+
+def test_from_preset_with_another_class_count(server, mmseg_fixtures):
+    """keras-hub's from_preset(..., num_classes=N): every weight but the classifiers from the preset."""
+    table = {"test_fcn": mmseg_preset(server, mmseg_fixtures)}
+    released = keras_mv2seg.from_preset("test_fcn", training=True, presets=table)
+    model = keras_mv2seg.from_preset("test_fcn", training=True, num_classes=4, presets=table)
+    assert model.output["logits"].shape[-1] == 4 and model.segmenter_config.num_classes == 4
+    source = {v.path: v.numpy() for v in released.weights}
+    for variable in model.weights:
+        if "conv_seg" not in variable.path:
+            np.testing.assert_array_equal(variable.numpy(), source[variable.path], err_msg=variable.path)
+        else:
+            assert variable.shape[-1] == 4
+    assert len(server.requests) == 1

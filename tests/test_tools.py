@@ -212,3 +212,20 @@ def test_a_data_error_inside_training_is_one_line_naming_the_file_and_exit_1(tin
     err = capsys.readouterr().err
     assert "error: label values outside 0..4 and the ignore index 255 (largest: " in err
     assert "_gtFine_labelTrainIds.png; fix the file, or make model.num_classes" in err and "Assert" not in err
+
+
+def test_train_load_from_a_model_of_another_class_count(tiny_config_file, tmp_path, capsys):
+    """train.load_from (mmseg's name) from a .weights.h5 of 5 classes into the 19-class toy model: loaded,
+    classifiers re-initialised and said so, trained."""
+    import keras_mv2seg
+
+    config_file = tiny_config_file(iters=2, interval=2)
+    config = keras_mv2seg.get_config(str(config_file))
+    five = config.replace(num_classes=5)
+    source = keras_mv2seg.save_weights(keras_mv2seg.build_segmenter(five, auxiliary=True),
+                                       tmp_path / "five.weights.h5", five)
+    argv = [str(config_file), "--work-dir", str(tmp_path / "run"), "--cfg-options", f"load_from={source}"]
+    assert run_main(load_tool("train").main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"load_from {source}: " in out and "re-initialised for 19 classes (the source has 5)" in out
+    assert (tmp_path / "run" / "final.weights.h5").is_file()

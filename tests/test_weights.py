@@ -69,3 +69,43 @@ def test_configs_ship_inside_the_package():
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     assert "configs/*.py" in setup["options.package_data"]["keras_mv2seg"]
+
+
+def _values(model):
+    return {v.path: v.numpy() for v in model.weights}
+
+
+def test_a_keras_file_fine_tunes_into_another_class_count(tmp_path):
+    """Every weight but the two classifiers moves across; the classifiers stay as the convention initialised
+    them; a file of another head, or one without metadata, is refused naming the file."""
+    from keras_mv2seg.weights import load_for_fine_tuning, source_classes
+
+    config = keras_mv2seg.get_config("toy")
+    trained = keras_mv2seg.build_segmenter(config, auxiliary=True)
+    for variable in trained.weights:  # distinct from any initialisation
+        variable.assign(np.random.default_rng(len(variable.path)).normal(size=variable.shape).astype("float32"))
+    path = save_weights(trained, tmp_path / "own.weights.h5", config)
+    assert source_classes(path) == 19
+    model = keras_mv2seg.build_segmenter(config.replace(num_classes=3), auxiliary=True)
+    initial = _values(model)
+    report, line = load_for_fine_tuning(model, path)
+    assert sorted(report.skipped_layers) == ["aux_conv_seg", "decode_conv_seg"]
+    assert "re-initialised for 3 classes (the source has 19): " in line
+    source = _values(trained)
+    for name, value in _values(model).items():
+        expected = initial[name] if "conv_seg" in name else source[name]
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+    inference = keras_mv2seg.build_segmenter(config.replace(num_classes=3))  # the inference view too
+    report = load_weights(inference, path, skip_classifier=True)
+    assert any(key.startswith("aux_") for key in report.skipped_source)
+    other_head = keras_mv2seg.build_segmenter(config.replace(head="psp", num_classes=3), auxiliary=True)
+    with pytest.raises(ValueError, match=f"{path}: cannot load these Keras weights .*head 'sepaspp'"):
+        load_weights(other_head, path, skip_classifier=True)
+    trained.save_weights(tmp_path / "plain.weights.h5")
+    with pytest.raises(ValueError, match="plain.weights.h5 carries no keras_mv2seg metadata"):
+        load_weights(model, tmp_path / "plain.weights.h5", skip_classifier=True)
+
+
+def test_load_from_and_pretrained_are_one_or_the_other():
+    with pytest.raises(ValueError, match=r"train.pretrained \(a.pth\) and train.load_from \(b.pth\) both set"):
+        keras_mv2seg.get_config("toy", pretrained="a.pth", load_from="b.pth")

@@ -38,7 +38,7 @@ from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F4
 from keras_mv2seg.training.schedule import recipe_schedule
 from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
                                            write_records, write_text)
-from keras_mv2seg.weights import load_weights, save_weights
+from keras_mv2seg.weights import load_for_fine_tuning, load_weights, save_weights
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -150,6 +150,8 @@ class _Run:
             return iteration
         if self.config.train.pretrained:
             self.log(str(load_weights(self.model, self.config.train.pretrained, part="backbone")))
+        if self.config.train.load_from:
+            self.log(load_for_fine_tuning(self.model, self.config.train.load_from)[1])
         return 0
 
     def save_checkpoint(self, iteration: int):

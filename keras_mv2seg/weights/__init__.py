@@ -1,6 +1,7 @@
 """The weights wing: everything that reads or writes weights.
 
-* :mod:`.loading` -- ``load_weights`` (every format, preset names included) and ``build_for_inference``;
+* :mod:`.loading` -- ``load_weights`` (every format, preset names included), ``build_for_inference`` and
+  ``load_for_fine_tuning`` (mmseg's ``load_from``: classifiers re-initialised for a new class count);
 * :mod:`.importers` -- the one decision which importer reads a file;
 * :mod:`.saved` -- the project's ``.weights.h5`` format with its metadata (``save_weights``, ``weights_metadata``,
   ``load_keras_weights``);
@@ -12,10 +13,10 @@
 Nothing outside this package's callers (training, export, evaluation, the CLI) imports it from below.
 """
 
-from keras_mv2seg.weights.loading import build_for_inference, load_weights
+from keras_mv2seg.weights.loading import build_for_inference, load_for_fine_tuning, load_weights, source_classes
 from keras_mv2seg.weights.port import PortReport, WeightMappingError
 from keras_mv2seg.weights.presets import from_preset, list_presets
 from keras_mv2seg.weights.saved import save_weights, weights_metadata
 
-__all__ = ["load_weights", "build_for_inference", "save_weights", "weights_metadata", "from_preset", "list_presets",
+__all__ = ["load_weights", "load_for_fine_tuning", "source_classes", "build_for_inference", "save_weights", "weights_metadata", "from_preset", "list_presets",
            "PortReport", "WeightMappingError"]

@@ -10,10 +10,12 @@ from pathlib import Path
 import keras
 
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, model_config_of
+from keras_mv2seg.weights.deeplab import checkpoint_prefix
 from keras_mv2seg.weights.importers import CONVENTION_OF_KIND, import_checkpoint, weight_kind
 from keras_mv2seg.weights.port import PortReport
-from keras_mv2seg.weights.presets import PRESETS, preset_weights
-from keras_mv2seg.weights.saved import load_keras_weights, weights_metadata
+from keras_mv2seg.weights.presets import PRESETS, preset_config, preset_weights
+from keras_mv2seg.weights.torch_pickle import load_state_dict
+from keras_mv2seg.weights.saved import load_keras_weights, load_keras_weights_but_classifiers, weights_metadata
 
 
 def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier: bool = False,
@@ -37,15 +39,55 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
         path = preset_weights(str(path), training=isinstance(model.output, dict))
     kind = weight_kind(path)
     if kind == "keras":
-        if part != "all" or skip_classifier:
-            raise ValueError("part/skip_classifier apply to imported checkpoints, not to Keras weight files")
+        if part != "all":
+            raise ValueError(f"part={part!r} applies to imported checkpoints, not to Keras weight files ({path})")
         metadata = weights_metadata(path) if path.is_file() else None
         if metadata and metadata.get("convention"):
             _require(model, metadata["convention"], path)
+        if skip_classifier:
+            return load_keras_weights_but_classifiers(model, path, allow_non_finite=allow_non_finite)
         return load_keras_weights(model, path, allow_non_finite=allow_non_finite)
     _require(model, CONVENTION_OF_KIND[kind], path)
     return import_checkpoint(model, path, part=part, skip_classifier=skip_classifier,
                              allow_non_finite=allow_non_finite)
+
+
+def source_classes(source) -> int | None:
+    """The class count of a weight source (a preset name or any file :func:`load_weights` reads), from what it
+    holds: the preset's config, a ``.weights.h5``'s metadata, an mmseg ``decode_head.conv_seg.weight``, a
+    DeepLab ``logits/semantic/weights``; None when the source does not say (a Keras file without metadata, an
+    ImageNet backbone)."""
+    path = Path(os.fspath(source))
+    if not path.exists() and str(path) in PRESETS:
+        return preset_config(str(path)).model.num_classes
+    kind = weight_kind(path)
+    if kind == "keras":
+        metadata = weights_metadata(path) if path.is_file() else None
+        return int(metadata["num_classes"]) if metadata and "num_classes" in metadata else None
+    if kind == "mmseg":
+        classifier = load_state_dict(path).get("decode_head.conv_seg.weight")
+        return None if classifier is None else int(classifier.shape[0])
+    import tensorflow as tf
+
+    shapes = tf.train.load_checkpoint(checkpoint_prefix(path)).get_variable_to_shape_map()
+    classifier = shapes.get("logits/semantic/weights")
+    return None if classifier is None else int(classifier[-1])
+
+
+def load_for_fine_tuning(model: keras.Model, source) -> tuple[PortReport, str]:
+    """mmseg's ``load_from``: every weight of ``source`` (a preset name, an mmseg ``.pth``, a DeepLab checkpoint
+    or a ``.weights.h5``) loaded strictly into ``model``; when the source has another class count than the
+    model, its classifiers (decode and auxiliary ``conv_seg``, DeepLab's ``logits``) are left as the model's
+    convention initialised them. Returns the report and a line saying what was done and why."""
+    model_config = model_config_of(model)
+    if model_config is None:
+        raise ValueError(f"load_from {source}: the model must be built by build_segmenter")
+    classes = source_classes(source)
+    new_classes = classes is not None and classes != model_config.num_classes
+    report = load_weights(model, source, skip_classifier=new_classes)
+    why = (f"; the classifiers were re-initialised for {model_config.num_classes} classes (the source has "
+           f"{classes}): {', '.join(report.skipped_layers)}") if new_classes else ""
+    return report, f"load_from {source}: {report}{why}"
 
 
 def _require(model: keras.Model, convention: str, path: Path):

@@ -131,3 +131,22 @@ def unit_of(layer) -> tuple[str, str]:
     if type(layer).__name__ == "DepthwiseConv2D":
         return name, "depthwise"
     raise WeightMappingError(f"layer {name!r} ({type(layer).__name__}) follows no naming rule of keras_mv2seg")
+
+
+def transfer_weights(source_model: keras.Model, model: keras.Model, *, source: str,
+                     skip_classifier: bool = False) -> PortReport:
+    """Copy the weights of one segmenter into another, layer by layer of the same name (layer names are API),
+    all or nothing like :func:`port_weights`: the way weights reach a model of another class count (the
+    classifiers ``*_conv_seg`` left as initialised with ``skip_classifier``) or the inference view from the
+    training one (the auxiliary head's weights skipped and reported). Any other difference is refused."""
+    tensors = {f"{layer.name}/{variable_role(v)}": v.numpy() for layer in weighted_layers(source_model)
+               for v in layer.weights}
+    skip = ["*_conv_seg/*"] if skip_classifier else []
+    if not any(layer.name.startswith("aux_") for layer in weighted_layers(model)):
+        skip.append("aux_*")
+
+    def key(layer, role):
+        return None if skip_classifier and unit_of(layer)[1] == "classifier" else f"{layer.name}/{role}"
+
+    return port_weights(model, tensors, key, lambda layer, role, array: array, source=source,
+                        skip_source=tuple(skip))

@@ -51,6 +51,7 @@ from keras_mv2seg.files import exclusive_lock, remove_stale_staging, staging_pat
 from keras_mv2seg.models.segmenter import build_segmenter
 from keras_mv2seg.weights.deeplab import checkpoint_prefix
 from keras_mv2seg.weights.importers import import_checkpoint
+from keras_mv2seg.weights.port import transfer_weights
 from keras_mv2seg.weights.saved import load_keras_weights, save_weights
 
 DOWNLOAD_TIMEOUT_S = 60  # seconds without data before a download is abandoned (unless a default is set)
@@ -317,14 +318,22 @@ def _cached_weights(preset: Preset, config, model, base_url: str | None) -> Path
         return save_weights(model, converted, config)
 
 
-def from_preset(name: str, *, training: bool = False, base_url: str | None = None, presets: dict | None = None):
+def from_preset(name: str, *, training: bool = False, num_classes: int | None = None, base_url: str | None = None,
+                presets: dict | None = None):
     """A model of the preset's config with its released weights: the inference model (logits), or with
-    ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning. Safe to call from
-    several processes at once (the workers of one run): one downloads and converts, the others wait for it."""
+    ``training=True`` the training view (``{"logits", "aux_logits"}``) for fine-tuning. ``num_classes``: a
+    model of that many classes instead, every weight but the classifiers from the preset, the classifiers
+    initialised as the convention does (fine-tuning to your own classes). Safe to call from several processes
+    at once (the workers of one run): one downloads and converts, the others wait for it."""
     config = preset_config(name, presets)
-    model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
+    auxiliary = training and config.model.aux_channels > 0
+    model = build_segmenter(config, auxiliary=auxiliary)
     _cached_weights(get_preset(name, presets), config, model, base_url)
-    return model
+    if num_classes is None or num_classes == config.model.num_classes:
+        return model
+    target = build_segmenter(config.replace(num_classes=num_classes), auxiliary=auxiliary)
+    transfer_weights(model, target, source=f"preset {name!r}", skip_classifier=True)
+    return target
 
 
 def preset_config(name: str, presets: dict | None = None):

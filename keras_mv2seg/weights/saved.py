@@ -14,8 +14,8 @@ import keras
 import numpy as np
 
 from keras_mv2seg.files import atomic_save
-from keras_mv2seg.models.segmenter import model_config_of
-from keras_mv2seg.weights.port import PortReport
+from keras_mv2seg.models.segmenter import build_segmenter, model_config_of
+from keras_mv2seg.weights.port import PortReport, transfer_weights
 from keras_mv2seg.version import __version__
 
 METADATA_KEY = "keras_mv2seg"  # HDF5 root attribute of .weights.h5 files written by save_weights
@@ -85,6 +85,29 @@ def load_keras_weights(model: keras.Model, path, *, allow_non_finite: bool = Fal
         raise ValueError(f"{path}: {len(bad)} weights hold NaN/inf values (a diverged or corrupt run); nothing "
                          f"was loaded (allow_non_finite=True loads them anyway): {', '.join(bad[:5])}")
     return PortReport(str(path), assigned=[v.path for v in model.weights])
+
+
+def load_keras_weights_but_classifiers(model: keras.Model, path, *, allow_non_finite: bool = False) -> PortReport:
+    """Every weight of a :func:`save_weights` file but the classifiers, into a model of any class count:
+    the file is loaded strictly into a model of its own classes and view (from its metadata), then moved
+    across layer by layer (:func:`~keras_mv2seg.weights.port.transfer_weights`), the classifiers left as
+    initialised. Any other mismatch (another head, width or convention) is refused naming the file."""
+    path = Path(os.fspath(path))
+    model_config = model_config_of(model)
+    if model_config is None:
+        raise ValueError(f"skip_classifier with {path} needs a model built by build_segmenter (its config says "
+                         "which layers are classifiers)")
+    metadata = weights_metadata(path)
+    if not metadata or "num_classes" not in metadata:
+        raise ValueError(f"{path} carries no keras_mv2seg metadata (class count, view), so its classifiers cannot "
+                         "be told apart; load it into a model of its own classes and save it again with "
+                         "keras_mv2seg.save_weights")
+    from dataclasses import replace
+
+    own = build_segmenter(replace(model_config, num_classes=int(metadata["num_classes"])),
+                          auxiliary=metadata.get("view") == "training" and model_config.aux_channels > 0)
+    load_keras_weights(own, path, allow_non_finite=allow_non_finite)
+    return transfer_weights(own, model, source=str(path), skip_classifier=True)
 
 
 def _restore(model: keras.Model, values):
