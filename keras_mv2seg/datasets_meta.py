@@ -49,7 +49,7 @@ class DatasetInfo:
 
     ``splits``: the split names of the directory layout; ``aliases``: other names accepted for them (the
     common ``train``/``val`` for ADE20K's folders); ``label_kinds``: how the layout's label files are decoded
-    and mapped (see ``data/labels.py``); ``tfds_name``: the tensorflow-datasets builder, if any."""
+    and mapped (see ``data/decode.py``); ``tfds_name``: the tensorflow-datasets builder, if any."""
 
     name: str
     classes: tuple[str, ...]
@@ -71,7 +71,6 @@ DATASETS = {
     "toy": DatasetInfo("toy", CITYSCAPES_CLASSES, ("train", "val"), ("train_ids", "label_ids"),
                        palette=CITYSCAPES_PALETTE),
 }
-CLASSES = {name: info.classes for name, info in DATASETS.items()}
 
 
 def dataset_info(dataset: str) -> DatasetInfo:

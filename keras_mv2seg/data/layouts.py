@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_mv2seg.datasets_meta import DATASETS, split_name
+from keras_mv2seg.datasets_meta import split_name
 
-SPLITS = {name: info.splits for name, info in DATASETS.items()}
 VOC_LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassRaw", "SegmentationClassAug")
 _VOC_SPLIT_FILES = {"train_aug": ("train_aug.txt", "trainaug.txt")}
 

@@ -29,8 +29,7 @@ import tensorflow as tf
 
 from keras_mv2seg.config import Config
 from keras_mv2seg.data.decode import data_errors_named
-from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, \
-    undecodable_files
+from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
