@@ -31,12 +31,12 @@ DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
 
 @dataclass(frozen=True)
 class Convention:
-    """Everything that differs between the mmseg and the official DeepLab implementations, read through
-    ``config.model.conventions``. Its ``name`` selects the rules written where they act: padding
-    (``models.layers.pad_for_conv``: mmseg symmetric as PyTorch, deeplab TF 'same'), the output-stride rewrite
-    (``models.mobilenet_v2.block_schedule``), channel rounding (``scaled_channels``/``expanded_channels``) and
-    the initial weights (``models.initializers``); the values below, and :meth:`resize` and :attr:`pad_pixel`,
-    are the rest."""
+    """Everything that differs between the mmseg and the official DeepLab implementations, as values, read
+    through ``config.model.conventions`` (or :func:`convention`) where they act: padding
+    (``models.layers.pad_for_conv``), the output-stride rewrite (``models.mobilenet_v2.block_schedule``),
+    channel rounding (``scaled_channels``/``expanded_channels``), the initial weights
+    (``models.initializers``), normalisation, batch norm, resize alignment (:meth:`resize`) and the pad pixel.
+    No code branches on a convention's name."""
 
     name: str
     backbone_bn_epsilon: float
@@ -45,6 +45,16 @@ class Convention:
     input_scale: tuple[float, float, float]  # model input x -> x * scale + offset, per RGB channel
     input_offset: tuple[float, float, float]
     align_corners: bool  # resize convention for logits and decoder features
+    # strided k x k convs pad dilation * (k // 2) on both sides (PyTorch) instead of TF 'same' (0 before, 1 after)
+    symmetric_strided_padding: bool
+    # output stride: the stage that would exceed it turns stride 1 and dilates from its first block (mmseg's
+    # MobileNetV2 strides/dilations) instead of from the block after the one that would exceed it (slim)
+    dilate_whole_stage: bool
+    # channels at a width below 1: make_divisible(c * width, this divisor, min_channels) (1.0: always 8)
+    fractional_width_divisor: int
+    min_channels: int | None  # None: the divisor
+    # inverted-residual hidden width: make_divisible(in * t, this) (None: round(in * t), as mmseg)
+    expansion_divisor: int | None
 
     @property
     def pad_pixel(self) -> tuple[float, float, float]:
@@ -69,14 +79,25 @@ CONVENTIONS = {
         input_scale=tuple(1.0 / s for s in _MMSEG_STD),
         input_offset=tuple(-m / s for m, s in zip(_MMSEG_MEAN, _MMSEG_STD)),
         align_corners=False,
+        symmetric_strided_padding=True, dilate_whole_stage=True, fractional_width_divisor=8, min_channels=None,
+        expansion_divisor=None,
     ),
     "deeplab": Convention(
         name="deeplab",
         backbone_bn_epsilon=1e-3, backbone_bn_momentum=0.997, head_bn_epsilon=1e-5,
         input_scale=(2.0 / 255.0,) * 3, input_offset=(-1.0,) * 3,
         align_corners=True,
+        symmetric_strided_padding=False, dilate_whole_stage=False, fractional_width_divisor=1, min_channels=8,
+        expansion_divisor=8,
     ),
 }
+
+
+def convention(name: str, parameter: str = "convention") -> Convention:
+    """The :class:`Convention` called ``name``; ValueError naming ``parameter`` and the known ones otherwise."""
+    if name not in CONVENTIONS:
+        raise ValueError(f"{parameter} must be one of {tuple(CONVENTIONS)}, received {name!r}")
+    return CONVENTIONS[name]
 
 
 def _choice(section, name, value, choices):

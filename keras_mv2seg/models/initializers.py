@@ -43,8 +43,28 @@ import keras
 
 from keras_mv2seg.config import CONVENTIONS
 
-SCHEMES = (*CONVENTIONS, "keras")  # each convention's own scheme, or Keras' defaults
 ROLES = ("backbone", "head", "separable", "classifier")
+
+
+def _truncated(stddev):
+    return keras.initializers.TruncatedNormal(0.0, stddev)
+
+
+# scheme -> (conv initialiser by (role, kernel_size, filters), depthwise initialiser by (role, kernel_size,
+# channels)); the references' choices, cited in the module docstring
+_SCHEMES = {
+    "keras": (lambda role, k, filters: "glorot_uniform", lambda role, k, channels: "glorot_uniform"),
+    "mmseg": (lambda role, k, filters: keras.initializers.RandomNormal(0.0, 0.01) if role == "classifier"
+              else kaiming_normal_fan_out(filters * k * k),
+              # PyTorch depthwise weight (C, 1, kh, kw): fan_out = C * kh * kw
+              lambda role, k, channels: kaiming_normal_fan_out(channels * k * k)),
+    "deeplab": (lambda role, k, filters: {"backbone": _truncated(0.09), "head": "glorot_uniform",
+                                         "separable": _truncated(0.06), "classifier": _truncated(0.01)}[role],
+                lambda role, k, channels: {"backbone": _truncated(0.09), "head": "glorot_uniform",
+                                           "separable": _truncated(0.33)}[role]),
+}
+SCHEMES = tuple(_SCHEMES)  # each convention's own scheme, and Keras' defaults
+assert set(SCHEMES) == {*CONVENTIONS, "keras"}
 
 
 class Initialization:
@@ -55,6 +75,7 @@ class Initialization:
         if scheme not in SCHEMES:
             raise ValueError(f"initialisation scheme must be one of {SCHEMES}, received {scheme!r}")
         self.scheme = scheme
+        self._conv, self._depthwise = _SCHEMES[scheme]
 
     def __repr__(self):
         return f"Initialization({self.scheme!r})"
@@ -66,28 +87,13 @@ class Initialization:
 
     def conv(self, role: str, kernel_size: int, filters: int):
         self._check_role(role)
-        if self.scheme == "keras":
-            return "glorot_uniform"
-        if self.scheme == "mmseg":
-            if role == "classifier":
-                return keras.initializers.RandomNormal(0.0, 0.01)
-            return kaiming_normal_fan_out(filters * kernel_size * kernel_size)
-        return {"backbone": keras.initializers.TruncatedNormal(0.0, 0.09),
-                "head": "glorot_uniform",
-                "separable": keras.initializers.TruncatedNormal(0.0, 0.06),
-                "classifier": keras.initializers.TruncatedNormal(0.0, 0.01)}[role]
+        return self._conv(role, kernel_size, filters)
 
     def depthwise(self, role: str, kernel_size: int, channels: int):
         self._check_role(role)
         if role == "classifier":
             raise ValueError("a classifier is an ordinary conv, not a depthwise one")
-        if self.scheme == "keras":
-            return "glorot_uniform"
-        if self.scheme == "mmseg":  # PyTorch weight (C, 1, kh, kw): fan_out = C * kh * kw
-            return kaiming_normal_fan_out(channels * kernel_size * kernel_size)
-        if role == "separable":
-            return keras.initializers.TruncatedNormal(0.0, 0.33)
-        return keras.initializers.TruncatedNormal(0.0, 0.09) if role == "backbone" else "glorot_uniform"
+        return self._depthwise(role, kernel_size, channels)
 
 
 def kaiming_normal_fan_out(fan_out: int):

@@ -20,7 +20,8 @@ import threading
 import keras
 import tensorflow as tf
 
-from keras_mv2seg.config import CONVENTIONS, DEPTHWISE_IMPLEMENTATIONS
+from keras_mv2seg.config import DEPTHWISE_IMPLEMENTATIONS
+from keras_mv2seg.config import convention as get_convention
 from keras_mv2seg.machine import native_dilated_depthwise_supported
 from keras_mv2seg.models.initializers import Initialization
 from keras_mv2seg.models.winograd import TILES, check_tile, winograd_conv3x3
@@ -43,8 +44,7 @@ def pad_for_conv(x, kernel_size: int, stride: int, dilation: int, convention: st
     convs get an explicit :class:`keras.layers.ZeroPadding2D`. ``deeplab`` uses TF's 'same' everywhere
     (asymmetric for stride 2), exactly like the slim code the checkpoints were trained with.
     """
-    _check_choice("convention", convention, tuple(CONVENTIONS))
-    if kernel_size == 1 or convention == "deeplab" or stride == 1:
+    if kernel_size == 1 or stride == 1 or not get_convention(convention).symmetric_strided_padding:
         return x, "same"
     pad = dilation * (kernel_size // 2)
     return keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"

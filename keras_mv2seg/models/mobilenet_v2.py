@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_mv2seg.config import CONVENTIONS, OUTPUT_STRIDES, ModelConfig
+from keras_mv2seg.config import OUTPUT_STRIDES, ModelConfig
+from keras_mv2seg.config import convention as get_convention
 from keras_mv2seg.models import layers
 from keras_mv2seg.models.initializers import initialization
 
@@ -56,20 +57,19 @@ def block_schedule(output_stride: int = 8, convention: str = "mmseg") -> list[Bl
     if output_stride not in OUTPUT_STRIDES:
         *others, last = OUTPUT_STRIDES
         raise ValueError(f"output_stride must be {', '.join(map(str, others))} or {last}, received {output_stride!r}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, received {convention!r}")
+    whole_stage = get_convention(convention).dilate_whole_stage
     specs = []
     current, rate, index = 2, 1, 0  # after the stem
     for stage, (t, c, n, s) in enumerate(ARCHITECTURE):
         stage_stride, stage_dilation = s, 1
-        if convention == "mmseg":
+        if whole_stage:
             if current * s > output_stride:
                 rate *= s
                 stage_stride = 1
             current *= stage_stride
             stage_dilation = rate
         for position in range(n):
-            if convention == "mmseg":
+            if whole_stage:
                 stride, dilation = (stage_stride, stage_dilation) if position == 0 else (1, 1)
             else:
                 stride, dilation = (s if position == 0 else 1), rate
@@ -92,20 +92,20 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None, min
 
 
 def scaled_channels(channels: int, width: float, rounding: str) -> int:
-    """Output channels of a layer at ``width``: mmseg ``make_divisible(c * w, 8)``; DeepLab divides by 8 at
-    depth multiplier 1.0 and by 1 otherwise (min depth 8), so dm 0.5 gives 24 -> 12 where Keras gives 16."""
-    if rounding == "mmseg":
-        return make_divisible(channels * width, 8)
-    if rounding == "deeplab":
-        return make_divisible(channels * width, 8 if width == 1.0 else 1, min_value=8)
-    raise ValueError(f"rounding must be one of {tuple(CONVENTIONS)}, received {rounding!r}")
+    """Output channels of a layer at ``width`` by the rounding of convention ``rounding``: mmseg
+    ``make_divisible(c * w, 8)``; DeepLab divides by 8 at depth multiplier 1.0 and by 1 otherwise (min depth 8),
+    so dm 0.5 gives 24 -> 12 where Keras gives 16."""
+    rule = get_convention(rounding, "rounding")
+    divisor = 8 if width == 1.0 else rule.fractional_width_divisor
+    return make_divisible(channels * width, divisor, min_value=rule.min_channels)
 
 
 def expanded_channels(in_channels: int, expand_ratio: int, rounding: str) -> int:
     """Hidden width of an inverted residual: mmseg ``round(in * t)``; DeepLab ``make_divisible(in * t, 8)``."""
-    if rounding == "mmseg":
+    divisor = get_convention(rounding, "rounding").expansion_divisor
+    if divisor is None:
         return int(round(in_channels * expand_ratio))
-    return make_divisible(in_channels * expand_ratio, 8)
+    return make_divisible(in_channels * expand_ratio, divisor)
 
 
 def mobilenet_v2_features(images, config: ModelConfig) -> dict:
