@@ -81,11 +81,13 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--train-iters", type=int, default=300,
+                        help="iterations of the toy training whose weights are profiled (reused from work_dirs/)")
     args = parser.parse_args(argv)
     if args.precision not in deployment.PRECISIONS[args.runtime]:
         parser.error(f"--precision for {args.runtime}: one of {deployment.PRECISIONS[args.runtime]}")
     shape = parse_size(args.size)
-    config, model, source = build(args.head, shape)
+    config, model, source = build(args.head, shape, args.train_iters)
     image = synthetic_image(*shape, seed=100)
     calibration = [synthetic_image(*shape, seed=i)[0] for i in range(8)]
     count = machine.usable_threads()

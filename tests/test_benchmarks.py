@@ -21,7 +21,8 @@ RUNS = {
                                 "--no-reference"],
     "export_quality.py": ["--heads", "fcn", "--max-iters", "2", "--calibration", "2", "--paths",
                           "onnxruntime:float32"],
-    "profile_runtime.py": ["--head", "fcn", "--size", "64x64", "--runtime", "onnxruntime", "--iters", "1"],
+    "profile_runtime.py": ["--head", "fcn", "--size", "64x64", "--runtime", "onnxruntime", "--iters", "1",
+                           "--train-iters", "2"],
     "tflite_table.py": ["--configs", "fcn_m-v2-d8_512x1024_80k_cityscapes", "--size", "64", "64", "--iters", "1"],
 }
 

@@ -1,5 +1,7 @@
 """Data: layouts and their checks, label mapping, augmentation invariants, determinism and resume."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -183,6 +185,26 @@ def test_check_data_reports_every_problem(tmp_path, capsys):
     assert f"{labels[0]}: label values [40] are not valid train_ids" in out
     assert f"{labels[1]}: size 64x16 differs from its image 64x32" in out
     assert f"{images[2]}: image does not decode" in out and "4 problem(s)" in out
+
+
+def test_check_data_counts_classes_and_warns_about_masks_that_train_on_nothing(tmp_path, capsys):
+    """Binary masks saved as 0/255 in a standard layout: 255 is the ignore index, so the foreground would never
+    be learnt -- check_data says so, naming the setting; the per-class table counts pixels and images."""
+    tool = load_tool("check_data")
+    root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
+    assert tool.main(["--dataset", "cityscapes", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 4096 pixels" in out and "    0 road" in out and "0 problem(s)" in out
+    mask = np.zeros((32, 64, 1), np.uint8)
+    mask[8:24, 16:48] = 255  # the foreground, as many tools save it
+    for label in (root / "gtFine").rglob("*_labelTrainIds.png"):
+        label.write_bytes(tf.io.encode_png(mask).numpy())
+    assert tool.main(["--dataset", "cityscapes", str(root)]) == 0  # warnings, not problems
+    out = capsys.readouterr().out
+    assert ("warning: train: the masks hold only 0 and 255, and 255 is the ignore index (data.ignore_index): the "
+            "foreground of such binary masks is never learnt") in out
+    assert "warning: train: 18 of 19 classes never occur: 1 sidewalk, 2 building" in out
+    assert "train: 4096 pixels, 25.0% ignored" in out and re.search(r"\n +0 road +100\.00 +2\n", out)
 
 
 def test_prepare_cityscapes_writes_train_ids_from_polygons(tmp_path, capsys, monkeypatch):

@@ -36,10 +36,12 @@ def test_mirrored_fit_matches_single_device(tiny_config_file, tmp_path):
     """One step on the same global batch of 4: 2 replicas x 2 with synchronized BN (all layers) against one
     device x 4. Dropout off: its masks are drawn per replica. Without synchronized BN each replica
     normalises its own 2 images and the update differs by ~100 %: the comparison can fail."""
-    outputs = {}
+    outputs, processes = {}, {}
     for name, sync in (("single", "all"), ("mirrored", "all"), ("mirrored_unsynced", "none")):
         config_file = tiny_config_file(batch=4, extra=f", sync_batchnorm='{sync}', lr=0.02, dropout=0.0")
-        process = run_fit(name.split("_")[0], config_file, tmp_path / f"{name}.npz", steps=1)
+        config_file = config_file.rename(tmp_path / f"{name}.py")  # each process its own config file
+        processes[name] = run_fit(name.split("_")[0], config_file, tmp_path / f"{name}.npz", steps=1)
+    for name, process in processes.items():  # the three ran side by side
         assert f"replicas={1 if name == 'single' else 2} iterations=1" in finish(process)
         outputs[name] = np.load(tmp_path / f"{name}.npz")
     init = np.load(tmp_path / "single_init.npz")

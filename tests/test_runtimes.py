@@ -154,12 +154,12 @@ def test_deploy_refuses_unknown_combinations_and_int8_without_data(small):
 def test_winograd_graphs_match_keras_in_both_runtimes(small, tile):
     """The Winograd form replaces every dense 3x3 stride-1 Conv by MatMuls and still matches Keras."""
     config, model, images = small
-    direct, winograd = (onnx_export.onnx_ops(onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=w))
-                        for w in (0, tile))
+    content = onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=tile)
+    direct = onnx_export.onnx_ops(onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=0))
+    winograd = onnx_export.onnx_ops(content)
     replaced = direct["Conv"] - winograd["Conv"]
     assert replaced >= (3 if config.model.head == "fcn" else 1) and winograd["MatMul"] >= direct["MatMul"] + replaced
-    _check_float(onnx_export.onnx_runner(onnx_export.to_onnx(config, model, SIZE, output="logits", winograd=tile)),
-                 model, images, "logits")
+    _check_float(onnx_export.onnx_runner(content), model, images, "logits")
     _check_float(openvino_export.openvino_runner(openvino_export.to_openvino(config, model, SIZE, output="logits",
                                                                winograd=tile)), model, images, "logits")
     deployed = deployment.deploy("openvino", config, model, SIZE, winograd=tile)

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Check a dataset in its standard layout; prints every problem (one line each, naming the file).
-Exit status 0 only when the dataset is clean.
+"""Check a dataset in its standard layout; prints a per-class table of each split (pixel share, images holding
+the class, share ignored), every problem (one line each, naming the file) and warnings about settings that
+would silently train on nothing (masks of only 0 and the ignore index, mostly ignored pixels, classes that never
+occur). Exit status 0 only when the dataset has no problem (warnings do not change it).
 
     python tools/check_data.py --dataset cityscapes|ade20k|pascal_voc DATA_ROOT [--splits train val]
 """
@@ -22,11 +24,15 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", nargs="*", help="default: train and val (ADE20K: training and validation; "
                         "PASCAL VOC: also train_aug, trainval)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    checked, problems = check_dataset(args.dataset, args.data_root, args.splits)
-    for problem in problems:
+    report = check_dataset(args.dataset, args.data_root, args.splits)
+    for split in report.counts:
+        print("\n".join(report.table(split)))
+    for problem in report.problems:
         print(problem)
-    print(f"{checked} samples checked, {len(problems)} problem(s)")
-    return 0 if not problems else 1
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    print(f"{report.checked} samples checked, {len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
+    return 0 if not report.problems else 1
 
 
 if __name__ == "__main__":

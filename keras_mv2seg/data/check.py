@@ -1,24 +1,82 @@
-"""Validate a dataset in its standard layout and report every problem at once, one line per file."""
+"""Validate a dataset in its standard layout and report every problem at once, one line per file; count the
+classes of every split and warn about the settings that would silently train on nothing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from keras_mv2seg.data.decode import VALID_VALUES, read_image, read_label
+from keras_mv2seg.data.decode import VALID_VALUES, map_label, read_image, read_label
 from keras_mv2seg.data.layouts import list_samples
-from keras_mv2seg.datasets_meta import dataset_info
+from keras_mv2seg.datasets_meta import class_names, dataset_info
+
+MOSTLY_IGNORED = 0.5  # warn when more than this share of a split's pixels is ignored
 
 
-def check_dataset(dataset: str, root, splits=None) -> tuple[int, list[str]]:
-    """(number of samples checked, problems). Checks the layout (for split-file layouts: every listed id has
-    its image and label), that every image decodes as RGB, every label as a class map of the image's size in
-    its label kind's format, and that label values are valid for the label kind. Default splits: the first two
-    of the dataset (train and val)."""
+@dataclass
+class SplitCounts:
+    """Per training id: pixels and images holding it; and the ignored and total pixels of one split."""
+
+    pixels: np.ndarray
+    images: np.ndarray
+    ignored: int = 0
+    total: int = 0
+    values: set = field(default_factory=set)  # the training-id values seen, ignore index included
+
+    def add(self, label: np.ndarray, ignore_index: int):
+        values, counts = np.unique(label, return_counts=True)
+        self.values |= set(values.tolist())
+        self.total += int(label.size)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            if value == ignore_index:
+                self.ignored += count
+            elif value < len(self.pixels):
+                self.pixels[value] += count
+                self.images[value] += 1
+
+
+@dataclass
+class DatasetCheck:
+    """What :func:`check_dataset` found; unpacks as ``(checked, problems)``."""
+
+    checked: int
+    problems: list[str]
+    counts: dict[str, SplitCounts]
+    warnings: list[str]
+    classes: tuple[str, ...]
+
+    def __iter__(self):
+        yield self.checked
+        yield self.problems
+
+    def table(self, split: str) -> list[str]:
+        """Lines of the per-class table of ``split``: id, name, pixel share, images holding the class."""
+        counts = self.counts[split]
+        valid = max(counts.total - counts.ignored, 1)
+        lines = [f"{split}: {counts.total} pixels, {100 * counts.ignored / max(counts.total, 1):.1f}% ignored",
+                 f"  {'id':>3s} {'class':24s} {'pixels %':>9s} {'images':>7s}"]
+        for index, name in enumerate(self.classes):
+            lines.append(f"  {index:3d} {name[:24]:24s} {100 * counts.pixels[index] / valid:9.2f} "
+                         f"{int(counts.images[index]):7d}")
+        return lines
+
+
+def check_dataset(dataset: str, root, splits=None, *, ignore_index: int = 255,
+                  reduce_zero_label: bool = False) -> DatasetCheck:
+    """Check the layout (for split-file layouts: every listed id has its image and label), that every image
+    decodes as RGB, every label as a class map of the image's size in its label kind's format, and that label
+    values are valid for the label kind; count each class per split (training ids), and warn when the masks
+    hold only 0 and the ignore index, when most pixels are ignored, or when a class never occurs in the first
+    split. Default splits: the first two of the dataset (train and val). Unpacks as (checked, problems)."""
+    classes = tuple(class_names(dataset, len(dataset_info(dataset).classes)))
     problems: list[str] = []
+    counts: dict[str, SplitCounts] = {}
     checked = 0
     for split in splits or dataset_info(dataset).splits[:2]:
         samples, layout_problems = list_samples(dataset, root, split, strict=False)
         problems += layout_problems
+        split_counts = counts[split] = SplitCounts(np.zeros(len(classes), np.int64), np.zeros(len(classes), np.int64))
         for sample in samples:
             checked += 1
             try:  # grayscale and RGBA images are converted to RGB by the pipeline (documented): not a problem
@@ -33,4 +91,31 @@ def check_dataset(dataset: str, root, splits=None) -> tuple[int, list[str]]:
             bad = sorted(set(np.unique(label).tolist()) - VALID_VALUES[sample.label_kind])
             if bad:
                 problems.append(f"{sample.label}: label values {bad[:10]} are not valid {sample.label_kind}")
-    return checked, problems
+                continue
+            split_counts.add(np.asarray(map_label(label, sample.label_kind, reduce_zero_label)), ignore_index)
+    return DatasetCheck(checked, problems, counts, _warnings(counts, classes, ignore_index), classes)
+
+
+def _warnings(counts: dict[str, SplitCounts], classes, ignore_index: int) -> list[str]:
+    found = []
+    for split, split_counts in counts.items():
+        if not split_counts.total:
+            continue
+        if split_counts.values == {0, ignore_index}:
+            found.append(f"{split}: the masks hold only 0 and {ignore_index}, and {ignore_index} is the ignore index "
+                         "(data.ignore_index): the foreground of such binary masks is never learnt -- write the "
+                         "foreground as class id 1, or set data.ignore_index to a value the masks do not use")
+        share = split_counts.ignored / split_counts.total
+        if share > MOSTLY_IGNORED:
+            found.append(f"{split}: {100 * share:.1f}% of the pixels are ignored (value {ignore_index}, "
+                         "data.ignore_index): little is left to learn from; check the label values")
+        if split_counts.ignored == split_counts.total:
+            found.append(f"{split}: every pixel is ignored; training on it learns nothing")
+    first = next(iter(counts.values()), None)
+    if first is not None and first.total:
+        missing = [f"{index} {name}" for index, name in enumerate(classes) if not first.images[index]]
+        if missing:
+            split = next(iter(counts))
+            found.append(f"{split}: {len(missing)} of {len(classes)} classes never occur: {', '.join(missing[:20])}"
+                         + (" ..." if len(missing) > 20 else ""))
+    return found
