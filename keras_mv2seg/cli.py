@@ -2,7 +2,8 @@
 :func:`run_main`, which turns errors into one line and an exit status.
 
 Exit statuses of every tool: 0 success; 1 bad input (a file, weights, data or a value the user gave -- the
-message names it) or an environment to fix (offline, a server or peer that does not answer, a held lock); 2 usage (arguments: argparse's own errors and :class:`UsageError`); 3 a training run
+message names it) or an environment to fix (offline, a server or peer that does not answer, a held lock);
+2 usage (arguments: argparse's own errors and :class:`UsageError`); 3 a training run
 stopped on a non-finite loss; 70 an internal error (a bug: the message says so and asks for ``--verbose``);
 130 interrupted. ``--verbose`` anywhere on a tool's command line prints the traceback too.
 """

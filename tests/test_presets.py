@@ -335,7 +335,8 @@ def test_a_cached_file_that_fails_its_check_is_set_aside_named_and_rebuilt_once(
             return name if isinstance(node, h5py.Dataset) and node.ndim == 4 else None
         dataset = handle[handle.visititems(first_kernel)]
         dataset[...] = np.full(dataset.shape, np.nan, dataset.dtype)
-    with pytest.warns(presets.CachedFileWarning, match=f"{converted}: 1 weights hold NaN/inf values.*moved it to .*rejected"):
+    with pytest.warns(presets.CachedFileWarning,
+                      match=f"{converted}: 1 weights hold NaN/inf values.*moved it to .*rejected"):
         model = keras_mv2seg.from_preset("test_fcn", presets=table)
     np.testing.assert_array_equal(np.asarray(model(images)), expected)
     assert len(server.requests) == 1  # rebuilt from the verified download, no new request

@@ -106,16 +106,15 @@ def _warnings(counts: dict[str, SplitCounts], classes, ignore_index: int) -> lis
                          "(data.ignore_index): the foreground of such binary masks is never learnt -- write the "
                          "foreground as class id 1, or set data.ignore_index to a value the masks do not use")
         share = split_counts.ignored / split_counts.total
-        if share > MOSTLY_IGNORED:
+        if share == 1:
+            found.append(f"{split}: every pixel is ignored; training on it learns nothing")
+        elif share > MOSTLY_IGNORED:
             found.append(f"{split}: {100 * share:.1f}% of the pixels are ignored (value {ignore_index}, "
                          "data.ignore_index): little is left to learn from; check the label values")
-        if split_counts.ignored == split_counts.total:
-            found.append(f"{split}: every pixel is ignored; training on it learns nothing")
-    first = next(iter(counts.values()), None)
+    split, first = next(iter(counts.items()), (None, None))
     if first is not None and first.total:
         missing = [f"{index} {name}" for index, name in enumerate(classes) if not first.images[index]]
         if missing:
-            split = next(iter(counts))
             found.append(f"{split}: {len(missing)} of {len(classes)} classes never occur: {', '.join(missing[:20])}"
                          + (" ..." if len(missing) > 20 else ""))
     return found

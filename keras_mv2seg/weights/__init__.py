@@ -18,5 +18,6 @@ from keras_mv2seg.weights.port import PortReport, WeightMappingError
 from keras_mv2seg.weights.presets import from_preset, list_presets
 from keras_mv2seg.weights.saved import save_weights, weights_metadata
 
-__all__ = ["load_weights", "load_for_fine_tuning", "source_classes", "build_for_inference", "save_weights", "weights_metadata", "from_preset", "list_presets",
+__all__ = ["load_weights", "load_for_fine_tuning", "source_classes", "build_for_inference", "save_weights",
+           "weights_metadata", "from_preset", "list_presets",
            "PortReport", "WeightMappingError"]

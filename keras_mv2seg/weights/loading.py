@@ -36,6 +36,9 @@ def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier
     """
     path = Path(os.fspath(path))
     if not path.exists() and str(path) in PRESETS:
+        if part == "all" and not skip_classifier and model_config_of(model) == preset_config(str(path)).model:
+            path = preset_weights(str(path), model=model)  # the verification load is the load
+            return PortReport(str(path), assigned=[v.path for v in model.weights])
         path = preset_weights(str(path), training=isinstance(model.output, dict))
     kind = weight_kind(path)
     if kind == "keras":

@@ -281,11 +281,13 @@ def _checkpoint_in_tarball(tarball: Path) -> Path:
 
 
 def preset_weights(name: str, *, training: bool = False, base_url: str | None = None,
-                   presets: dict | None = None) -> Path:
+                   presets: dict | None = None, model=None) -> Path:
     """The converted ``.weights.h5`` of a preset for the inference (default) or training view, converting once
-    and verified (loaded strictly, every value finite) into a model of the preset's config on every call."""
+    and verified (loaded strictly, every value finite) into a model of the preset's config on every call:
+    ``model`` when given (built from the preset's own config; its view decides which file), else one built."""
     config = preset_config(name, presets)
-    model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
+    if model is None:
+        model = build_segmenter(config, auxiliary=training and config.model.aux_channels > 0)
     return _cached_weights(get_preset(name, presets), config, model, base_url)
 
 

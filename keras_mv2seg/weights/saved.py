@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -102,8 +103,6 @@ def load_keras_weights_but_classifiers(model: keras.Model, path, *, allow_non_fi
         raise ValueError(f"{path} carries no keras_mv2seg metadata (class count, view), so its classifiers cannot "
                          "be told apart; load it into a model of its own classes and save it again with "
                          "keras_mv2seg.save_weights")
-    from dataclasses import replace
-
     own = build_segmenter(replace(model_config, num_classes=int(metadata["num_classes"])),
                           auxiliary=metadata.get("view") == "training" and model_config.aux_channels > 0)
     load_keras_weights(own, path, allow_non_finite=allow_non_finite)

@@ -34,8 +34,8 @@ class Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-result = {"num_classes": NUM_CLASSES, "mmseg_load_checkpoint": "mmengine.runner.checkpoint.load_checkpoint(strict=False)",
-          "heads": {}}
+result = {"num_classes": NUM_CLASSES,
+          "mmseg_load_checkpoint": "mmengine.runner.checkpoint.load_checkpoint(strict=False)", "heads": {}}
 for head in HEADS:
     model = build(head, NUM_CLASSES, channels=64, aux_channels=32)
     collect = Collect()
