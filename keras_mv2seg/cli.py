@@ -129,12 +129,18 @@ def add_config_arguments(parser: argparse.ArgumentParser):
 
 
 def config_from_args(args):
-    """The config named on the command line with its ``--cfg-options``; a bad name, key or value is a
-    :class:`UsageError` (checked before anything runs)."""
+    """The config named on the command line with its ``--cfg-options``, and the classes it works with: a custom
+    dataset's from its description at ``--data-root`` (or ``data.data_root``), those of the ``weights`` file's
+    metadata (a model fine-tuned on a user's own classes). A bad name, key or value, or classes that disagree,
+    is a :class:`UsageError` (checked before anything runs)."""
     from keras_mv2seg.config import get_config
+    from keras_mv2seg.data.sources import described
+    from keras_mv2seg.weights import config_for_weights
 
     try:
-        return get_config(args.config, **parse_cfg_options(args.cfg_options))
+        config = get_config(args.config, **parse_cfg_options(args.cfg_options))
+        config = config_for_weights(config, getattr(args, "weights", None))
+        return described(config, getattr(args, "data_root", None))
     except ValueError as error:
         raise UsageError(str(error)) from None
 

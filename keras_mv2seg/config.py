@@ -153,8 +153,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "cityscapes"  # a name of datasets_meta.DATASETS: cityscapes | ade20k | pascal_voc | toy
+    dataset: str = "cityscapes"  # a name of datasets_meta.DATASETS: cityscapes | ade20k | pascal_voc | toy | custom
     data_root: str = ""
+    # the classes' names and colours (r, g, b per class, flat) when they are not the dataset table's: filled
+    # from a custom dataset's dataset_meta.json (data.sources.described) and kept in saved weights' metadata
+    class_names: tuple[str, ...] = ()
+    palette: tuple[int, ...] = ()
     crop_size: tuple[int, int] = (512, 1024)  # (height, width)
     base_scale: tuple[int, int] = (2048, 1024)  # mmseg img_scale (long side, short side)
     ratio_range: tuple[float, float] = (0.5, 2.0)  # random scale range (mmseg: of base_scale; deeplab: of the image)
@@ -229,6 +233,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     # The reference's published numbers for this row (mIoU, fps, memory, source); information only.
     results: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        names, colours, classes = self.data.class_names, self.data.palette, self.model.num_classes
+        if names and len(names) != classes:
+            raise ValueError(f"data.class_names names {len(names)} classes but model.num_classes is {classes}")
+        if colours and (len(colours) != 3 * classes or not all(isinstance(c, int) and 0 <= c <= 255
+                                                              for c in colours)):
+            raise ValueError(f"data.palette must hold r, g, b (0..255) for each of the {classes} classes "
+                             f"({3 * classes} values), received {len(colours)}")
 
     def replace(self, **overrides) -> "Config":
         """A copy with fields overridden: ``decode_channels=64`` (a field name found in one section) or

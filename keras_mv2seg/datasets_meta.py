@@ -58,6 +58,7 @@ class DatasetInfo:
     aliases: dict = field(default_factory=dict)
     tfds_name: str = ""
     palette: tuple = ()  # official colours; empty: the VOC colour map
+    any_split: bool = False  # split names are the dataset's own folders or split files (custom)
 
 
 DATASETS = {
@@ -70,6 +71,8 @@ DATASETS = {
     # the toy dataset is written in the Cityscapes layout with Cityscapes train ids
     "toy": DatasetInfo("toy", CITYSCAPES_CLASSES, ("train", "val"), ("train_ids", "label_ids"),
                        palette=CITYSCAPES_PALETTE),
+    # a user's own data: classes, colours and mask coding from its dataset_meta.json (data/description.py)
+    "custom": DatasetInfo("custom", (), ("train", "val"), ("custom",), any_split=True),
 }
 
 
@@ -83,7 +86,7 @@ def split_name(dataset: str, split: str) -> str:
     """The layout's name of ``split`` (aliases resolved); an unknown split is an error listing the known ones."""
     info = dataset_info(dataset)
     split = info.aliases.get(split, split)
-    if split not in info.splits:
+    if split not in info.splits and not info.any_split:
         raise ValueError(f"{dataset} has splits {info.splits}, received {split!r}")
     return split
 
@@ -119,6 +122,18 @@ def palette(dataset: str, num_classes: int) -> np.ndarray:
     if len(official) == num_classes:
         return np.asarray(official, np.uint8)
     return voc_palette(num_classes)
+
+
+def classes_of(config) -> tuple[str, ...]:
+    """The class names of a config: its own (``data.class_names``, a custom dataset's) or the dataset table's."""
+    return tuple(config.data.class_names) or class_names(config.data.dataset, config.model.num_classes)
+
+
+def palette_of(config) -> np.ndarray:
+    """(num_classes, 3) uint8 colours of a config: its own (``data.palette``) or the dataset's."""
+    if config.data.palette:
+        return np.asarray(config.data.palette, np.uint8).reshape(-1, 3)
+    return palette(config.data.dataset, config.model.num_classes)
 
 
 def colorize(labels: np.ndarray, colours: np.ndarray, ignore_index: int = 255) -> np.ndarray:

@@ -187,3 +187,20 @@ def plot_confusion(matrix: np.ndarray, class_names, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_legend(class_names, colours, path):
+    """The colour of each class as a PNG picture (the legend of prediction overlays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    columns = max(1, -(-len(class_names) // 30))
+    figure = plt.figure(figsize=(2.6 * columns, 0.3 * min(len(class_names), 30) + 0.4))
+    handles = [Patch(facecolor=np.asarray(colour) / 255.0, edgecolor="black", label=f"{index} {name}")
+               for index, (name, colour) in enumerate(zip(class_names, colours))]
+    figure.legend(handles=handles, loc="center", ncol=columns, frameon=False, fontsize=8)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -27,11 +27,11 @@ def main(config_file, work_dir, point):
     real_save = trainer._Run.save_checkpoint
     saves = []
 
-    def weights(model, path):
+    def weights(model, path, config=None):
         if point == "best_tmp" and path.name == "best.weights.h5":
             model.save_weights(path.with_name("best.tmp.weights.h5"))
             die()
-        real_weights(model, path)
+        real_weights(model, path, config)
 
     def append(path, line):
         if point == "before_metrics":

@@ -30,11 +30,11 @@ def test_kill_while_writing_the_best_weights_then_resume_repairs(tiny_config_fil
     work = tmp_path / "run"
     real = trainer_module._atomic_weights
 
-    def die_on_best(model, path):
+    def die_on_best(model, path, config=None):
         if path.name == "best.weights.h5":
             model.save_weights(path.with_name("best.tmp.weights.h5"))  # half done: the temporary exists
             raise Killed()
-        real(model, path)
+        real(model, path, config)
 
     monkeypatch.setattr(trainer_module, "_atomic_weights", die_on_best)
     with pytest.raises(Killed):

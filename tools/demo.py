@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
 from keras_mv2seg.data.toy import synthetic_image  # noqa: E402
-from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
+from keras_mv2seg.datasets_meta import colorize, palette_of  # noqa: E402
 
 
 def parse_args(argv):
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         logits = np.asarray(model(image, training=False))
         elapsed = 1000 * (time.perf_counter() - start)
         labels = logits[0].argmax(-1)
-        write_png(out / f"{name}.png", colorize(labels, palette(cfg.data.dataset, cfg.model.num_classes)),
+        write_png(out / f"{name}.png", colorize(labels, palette_of(cfg)),
                   overwrite=True)
         params = sum(int(np.prod(w.shape)) for w in model.trainable_weights) / 1e6
         print(f"{name:48s} {params:7.2f}M {elapsed:7.1f}  {len(np.unique(labels)):7d}  {source}")

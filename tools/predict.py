@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Segment images: for each input, a class-map PNG (class ids) and a colour overlay with the dataset palette.
+"""Segment images: for each input, a class-map PNG (class ids) and a colour overlay with the classes' colours
+(the dataset's palette, or a custom dataset's own); ``OUT/legend.png`` names the colours.
 
     python tools/predict.py CONFIG WEIGHTS INPUT [INPUT ...] [--out-dir outputs/predict] [--opacity 0.5]
     python tools/predict.py --preset NAME INPUT [INPUT ...]      # released weights by name, downloaded once
@@ -30,7 +31,8 @@ import numpy as np  # noqa: E402
 from keras_mv2seg.cli import (  # noqa: E402
     EXIT_BAD_INPUT, add_config_arguments, config_from_args, read_image, run_main, write_png, UsageError,
 )
-from keras_mv2seg.datasets_meta import colorize, palette  # noqa: E402
+from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of  # noqa: E402
+from keras_mv2seg.evaluation import plot_legend  # noqa: E402
 from keras_mv2seg.inference import predict_labels  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
@@ -57,6 +59,7 @@ def expand_inputs(items) -> list[Path]:
 
 
 OUTPUT_KINDS = ("labels", "overlay")
+LEGEND = "legend.png"  # the colour of each class in the overlays
 
 
 def output_stems(paths: list[Path]) -> dict[Path, Path]:
@@ -122,10 +125,13 @@ def main(argv=None) -> int:
     else:
         config = config_from_args(args)
         model = build_for_inference(config, args.weights)
-    colours = palette(config.data.dataset, config.model.num_classes)
+    colours, names = palette_of(config), classes_of(config)
     out = Path(args.out_dir)
     stems = output_stems(inputs)
     todo = _inputs_to_write(inputs, stems, out, args)
+    legend = out / LEGEND
+    if legend.exists() and not (args.overwrite or args.skip_existing):
+        raise FileExistsError(f"{legend} exists; pass --overwrite to replace it or --skip-existing")
     failed = []
     for path in todo:
         try:
@@ -138,8 +144,10 @@ def main(argv=None) -> int:
         target = {kind: output_path(out, stems[path], kind) for kind in OUTPUT_KINDS}
         write_png(target["labels"], labels.astype(np.uint8), overwrite=True)
         write_png(target["overlay"], overlay(image, colorize(labels, colours), args.opacity), overwrite=True)
-        present = ", ".join(str(c) for c in np.unique(labels))
+        present = ", ".join(f"{c} {names[c]}" for c in np.unique(labels))
         print(f"{path} -> {target['overlay']} (classes {present})")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_legend(names, colours, legend)
     print(f"{len(todo) - len(failed)} image(s) segmented into {out}"
           + (f", {len(inputs) - len(todo)} skipped with their outputs already there" if args.skip_existing else ""))
     if failed:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
 from keras_mv2seg.data.sources import evaluation_data, resolve_data_root  # noqa: E402
-from keras_mv2seg.datasets_meta import class_names, colorize, palette  # noqa: E402
+from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of  # noqa: E402
 from keras_mv2seg.evaluation import evaluate, format_table  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
 from keras_mv2seg.export import tflite as tflite_export  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     weights = work / "best.weights.h5"
     model = build_for_inference(config, weights)
     metrics = evaluate(model, config, "val", root)
-    names = class_names(config.data.dataset, config.model.num_classes)
+    names = classes_of(config)
     present = [i for i, iou in enumerate(metrics["IoU"]) if np.isfinite(iou)]
     print("[3/5] evaluation of best.weights.h5 (classes present in the toy data):")
     print(format_table({**metrics, "IoU": metrics["IoU"][present], "Acc": metrics["Acc"][present]},
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
           f"Keras) and {tflite_path} (LiteRT: {100 * (tflite_labels == keras_labels).mean():.2f}%; ops "
           f"{' '.join(tflite_export.op_names(content))})")
 
-    colours = palette(config.data.dataset, config.model.num_classes)
+    colours = palette_of(config)
     overlay = np.clip(0.5 * image + 0.5 * colorize(keras_labels, colours), 0, 255).astype(np.uint8)
     truth = colorize(label.numpy(), colours)
     write_png(work / "overlay.png", np.concatenate([image.astype(np.uint8), overlay, truth], axis=1), overwrite=True)

@@ -2,7 +2,8 @@
 
 Each sample becomes two files ``<key>.image.raw`` / ``<key>.label.raw`` (8-byte header: height and width as
 little-endian int32, then the uint8 pixels), the label already mapped to training ids. The key hashes the
-source path, size and modification time, so an edited file is decoded again. Building the cache decodes every
+source paths, sizes and modification times and the label mapping, so an edited file (or a changed mapping)
+is decoded again. Building the cache decodes every
 file in Python, where a corrupt or truncated file is reported by name. A cached entry is reused only when its
 size is what its header promises; one that is not (a cut-off copy, a full disk) is named in a warning and
 decoded again, and one that goes bad while training is named by the pipeline.
@@ -26,11 +27,17 @@ from keras_mv2seg.files import atomic_write
 CACHED_KIND = "cached"
 
 
-def _key(sample: Sample) -> str:
+def _key(sample: Sample, reduce_zero_label: bool) -> str:
+    """The files (path, size, modification time) and how their label values are mapped (label kind,
+    reduce_zero_label, a custom dataset's value table and colours): a change to any decodes again."""
     parts = []
     for path in (sample.image, sample.label):
         stat = os.stat(path)
         parts.append(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+    parts.append(f"{sample.label_kind}:{reduce_zero_label}")
+    if sample.coding is not None:
+        parts.append(f"{sample.coding.value_table().tobytes().hex()}:{sample.coding.colours}:"
+                     f"{sample.coding.mask_encoding}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
 
@@ -44,7 +51,7 @@ def cache_samples(samples: list[Sample], cache_dir, reduce_zero_label: bool = Fa
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = []
     for sample in samples:
-        key = _key(sample)
+        key = _key(sample, reduce_zero_label)
         image_file, label_file = cache_dir / f"{key}.image.raw", cache_dir / f"{key}.label.raw"
         if not (_whole(image_file, 3) and _whole(label_file, 1)):
             image, label = read_pair(sample, reduce_zero_label)

@@ -16,13 +16,18 @@ voc        PASCAL VOC / SBD: palette PNG with the VOC        0..20, 255         
            colours, or grayscale index PNG
            (``SegmentationClassRaw``, ``SegmentationClassAug``)
 cached     raw pixels of ``cache.py``, already mapped        training ids       as is
+custom     a user's masks, coded as its                      class ids (index,  the description's
+           ``description.DatasetDescription`` says           palette index or   value table
+                                                             declared colour)   (value_map, reduce)
 ========== ================================================= ================== =====================
 
-Labels are 8-bit PNGs. A grayscale PNG holds the values; a palette PNG is accepted for ``voc`` only, and its
-*indices* are the values: TensorFlow's PNG decoder returns a palette PNG's colours, so the colours are turned
-back into indices by inverting the VOC colour map (bit-interleaved, each index has its own colour, whose low 5
-bits per channel are zero) -- exact for every VOC palette PNG, and a colour outside the map (a re-saved,
-resized or recoloured label) is refused naming the file. RGB labels are refused for every kind.
+Labels are 8-bit PNGs. A grayscale PNG holds the values. A palette PNG's *indices* are the values: for ``voc``
+TensorFlow's PNG decoder returns a palette PNG's colours, so the colours are turned back into indices by
+inverting the VOC colour map (bit-interleaved, each index has its own colour, whose low 5 bits per channel are
+zero) -- exact for every VOC palette PNG, and a colour outside the map (a re-saved, resized or recoloured label)
+is refused naming the file; for ``custom`` the indices are read through the file's own palette (Pillow). RGB
+colour masks are accepted for ``custom`` only, through the colours its description declares; an undeclared
+colour is refused naming the file, the colour and how many pixels carry it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
 
-LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached")
+LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
 # label values a file of each kind may hold (checked by tools/check_data.py; the pipelines check the mapped values
 # against the model's classes)
 VALID_VALUES = {
@@ -44,8 +49,8 @@ VALID_VALUES = {
     "ade20k": set(range(151)),
     "voc": set(range(21)) | {255},
 }
-_GRAY, _PALETTE = 0, 3  # PNG IHDR colour types
-_PALETTE_KINDS = ("voc",)
+_GRAY, _RGB, _PALETTE = 0, 2, 3  # PNG IHDR colour types
+_PALETTE_KINDS = ("voc", "custom")
 _COLOUR_TYPE_NAMES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8")
 
@@ -56,8 +61,11 @@ def kind_index(kind: str) -> int:
     return LABEL_KINDS.index(kind)
 
 
-def map_label(label, kind, reduce_zero_label: bool):
-    """Raw label file values -> training ids (uint8, 255 = ignore)."""
+def map_label(label, kind, reduce_zero_label: bool, coding=None):
+    """Raw label file values -> training ids (uint8, 255 = ignore); ``coding``: the custom dataset's
+    ``DatasetDescription`` (its value table holds its own reduce_zero_label)."""
+    if kind == "custom":
+        return tf.gather(tf.constant(coding.value_table()), tf.cast(label, tf.int32))
     if kind == "label_ids":
         return tf.gather(tf.constant(cityscapes_label_id_to_train_id()), tf.cast(label, tf.int32))
     if kind == "ade20k" and reduce_zero_label:
@@ -133,13 +141,82 @@ def decode_image(path):
     return tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)
 
 
-def decode_label(path, kind_id):
-    """Raw label values uint8 [H, W, 1] of the PNG at ``path`` (``kind_id``: index in ``LABEL_KINDS``)."""
+def colours_to_classes(rgb, colours, path, source: str):
+    """RGB uint8 [H, W, 3] -> class ids uint8 [H, W, 1] through ``colours`` (class id -> (r, g, b)); a colour
+    not among them fails naming the file, the colour, how many pixels carry it and ``source``."""
+    keys = np.array([r * 65536 + g * 256 + b for r, g, b in colours], np.int32)
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    sorted_keys = tf.constant(keys[order])
+    pixels = tf.cast(rgb, tf.int32)
+    flat = tf.reshape(pixels[..., 0] * 65536 + pixels[..., 1] * 256 + pixels[..., 2], [-1])
+    position = tf.minimum(tf.searchsorted(sorted_keys, flat), len(keys) - 1)
+    found = tf.equal(tf.gather(sorted_keys, position), flat)
+    unknown = tf.logical_not(found)
+    count = tf.reduce_sum(tf.cast(unknown, tf.int32))
+    first = tf.gather(flat, tf.argmax(tf.cast(unknown, tf.int32)))
+    check = tf.debugging.Assert(tf.equal(count, 0), [
+        "mask", path, "has", count, "pixels of colour (r g b)", first // 65536, first // 256 % 256, first % 256,
+        "that", source, "does not declare (segmentation_colors); declare it or repaint those pixels"])
+    with tf.control_dependencies([check]):
+        classes = tf.gather(tf.constant(order), position)
+    return tf.cast(tf.reshape(classes, tf.concat([tf.shape(rgb)[:2], [1]], 0)), tf.uint8)
+
+
+def _palette_indices(path) -> np.ndarray:
+    from PIL import Image  # a dependency through matplotlib; only palette masks of custom datasets need it
+
+    with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
+        return np.asarray(image, np.uint8)[..., None]
+
+
+def _decode_custom_label(data, path, colour_type, coding):
+    """A custom dataset's mask -> raw class values: grayscale as is, a palette PNG's own indices (or, with
+    ``mask_encoding`` rgb, its colours), an RGB PNG through the declared colours."""
+    checks = []
+    allowed = [_GRAY, _PALETTE] + ([_RGB] if coding.colours else [])
+    if coding.mask_encoding == "index":
+        allowed.remove(_RGB) if _RGB in allowed else None
+    if coding.mask_encoding == "rgb":
+        allowed = [_RGB, _PALETTE]
+    expected = {"index": "a grayscale or palette PNG of class ids",
+                "rgb": f"an RGB colour mask with the colours of {coding.source}"}.get(
+        coding.mask_encoding, "a grayscale or palette PNG of class ids" + (
+            f", or an RGB colour mask with the colours of {coding.source}" if coding.colours else
+            f" (RGB colour masks need segmentation_colors in {coding.source})"))
+    checks.append(tf.debugging.Assert(tf.reduce_any(tf.equal(colour_type, allowed)), [
+        "mask PNG has colour type", colour_type, "(0 grayscale, 2 RGB, 3 palette, 4/6 with alpha); expected",
+        expected + ":", path]))
+    with tf.control_dependencies(checks):
+        data = tf.identity(data)
+
+    def colours():
+        return colours_to_classes(tf.io.decode_png(data, channels=3), coding.colours, path, coding.source)
+
+    def palette():
+        if coding.mask_encoding == "rgb":
+            return colours()
+        indices = tf.numpy_function(_palette_indices, [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(indices, [None, None, 1])
+
+    def gray_or_rgb():
+        if not coding.colours:
+            return tf.io.decode_png(data, channels=1)
+        return tf.cond(tf.equal(colour_type, _RGB), colours, lambda: tf.io.decode_png(data, channels=1))
+
+    return tf.cond(tf.equal(colour_type, _PALETTE), palette, gray_or_rgb)
+
+
+def decode_label(path, kind_id, coding=None):
+    """Raw label values uint8 [H, W, 1] of the PNG at ``path`` (``kind_id``: index in ``LABEL_KINDS``;
+    ``coding``: the description of a custom dataset, whose masks are decoded by its rules)."""
     data = tf.io.read_file(path)
     header = tf.strings.join([tf.strings.substr(data, 0, 26), b"\0" * 26])  # short files: no substr error
     png8 = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
                           tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
     colour_type = tf.io.decode_raw(tf.strings.substr(header, 25, 1), tf.uint8)[0]
+    if coding is not None:
+        with tf.control_dependencies([_assert(png8, "mask is not an 8-bit PNG class map:", path)]):
+            return _decode_custom_label(tf.identity(data), path, colour_type, coding)
     palette_allowed = tf.reduce_any(tf.equal(kind_id, [kind_index(k) for k in _PALETTE_KINDS]))
     format_ok = tf.logical_or(tf.equal(colour_type, _GRAY),
                               tf.logical_and(tf.equal(colour_type, _PALETTE), palette_allowed))
@@ -159,29 +236,44 @@ def decode_label(path, kind_id):
     return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
 
 
-def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool):
+def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):
     """(image float32 [H, W, 3], label uint8 [H, W, 1] in training ids) of one sample; sizes must agree."""
     image = decode_image(image_path)
-    label = decode_label(label_path, kind_id)
+    label = decode_label(label_path, kind_id, coding)
     same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
                                     ["image and label sizes differ:", image_path, "is (H W)", tf.shape(image)[:2],
                                      "but", label_path, "is", tf.shape(label)[:2]])
     with tf.control_dependencies([same_size]):
-        label = tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in LABEL_KINDS])
+        if coding is not None:  # a custom dataset's samples are all of its kind
+            return tf.identity(image), map_label(label, "custom", reduce_zero_label, coding)
+        kinds = [k for k in LABEL_KINDS if k != "custom"]
+        label = tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in kinds])
         return tf.identity(image), label
 
 
 # --- eager form: Python errors naming the file ------------------------------------------------------------------
 
-def label_format_problem(path, kind: str) -> str | None:
+def label_format_problem(path, kind: str, coding=None) -> str | None:
     """Why the file at ``path`` cannot be a label of ``kind`` judged by its PNG header, or None."""
     with open(path, "rb") as handle:
         header = handle.read(26)
     if len(header) < 26 or header[:4] != b"\x89PNG":
-        return "not a PNG file, expected an 8-bit PNG class map"
+        what = "a JPEG file" if header[:2] == b"\xff\xd8" else "not a PNG file"
+        return f"{what}, expected an 8-bit PNG class map (lossless: a JPEG mask changes class ids at edges)"
     if header[24] != 8:
         return f"{header[24]}-bit PNG, expected an 8-bit class map"
     colour_type = header[25]
+    if coding is not None:
+        if colour_type in (_GRAY, _PALETTE) and coding.mask_encoding != "rgb":
+            return None
+        if colour_type in (_RGB, _PALETTE) and coding.colours and coding.mask_encoding != "index":
+            return None
+        expected = (f"an RGB colour mask with the colours of {coding.source}" if coding.mask_encoding == "rgb"
+                    else "a grayscale or palette PNG of class ids" + (
+                        "" if coding.mask_encoding == "index" else
+                        f", or an RGB colour mask with the colours of {coding.source}" if coding.colours else
+                        f" (RGB colour masks need segmentation_colors in {coding.source})"))
+        return f"{_COLOUR_TYPE_NAMES.get(colour_type, colour_type)} PNG, expected {expected}"
     if colour_type == _GRAY or (colour_type == _PALETTE and kind in _PALETTE_KINDS):
         return None
     expected = "a palette PNG with the VOC colours or a grayscale index PNG" if kind in _PALETTE_KINDS \
@@ -193,7 +285,7 @@ def _eager(function, *args):
     try:
         return function(*args)
     except tf.errors.OpError as error:
-        message = error.message.splitlines()[0]
+        message = pipeline_problem(error) or error.message.splitlines()[0]
         raise ValueError(message.replace("assertion failed: ", "")) from None
 
 
@@ -205,24 +297,26 @@ def read_image(path) -> np.ndarray:
         raise ValueError(f"{path}: image does not decode ({error.message.splitlines()[0]})") from None
 
 
-def read_label(path, kind: str) -> np.ndarray:
+def read_label(path, kind: str, coding=None) -> np.ndarray:
     """Raw label values uint8 [H, W, 1]; ValueError '<path>: <what is wrong>'."""
-    problem = label_format_problem(path, kind)
+    problem = label_format_problem(path, kind, coding)
     if problem:
         raise ValueError(f"{path}: {problem}")
     try:
-        return _eager(decode_label, tf.constant(str(path)), tf.constant(kind_index(kind))).numpy()
+        return _eager(decode_label, tf.constant(str(path)), tf.constant(kind_index(kind)), coding).numpy()
     except ValueError as error:
         if "VOC palette" in str(error):
             raise ValueError(f"{path}: label colours are not the VOC palette (a re-saved or resized label?)") from None
+        if str(error).startswith("mask "):
+            raise ValueError(" ".join(str(error).split())) from None
         raise ValueError(f"{path}: label does not decode ({error})") from None
 
 
 def read_pair(sample, reduce_zero_label: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 [H, W, 3], label uint8 [H, W, 1] in training ids) of a ``layouts.Sample``."""
     image = read_image(sample.image)
-    label = read_label(sample.label, sample.label_kind)
+    label = read_label(sample.label, sample.label_kind, sample.coding)
     if label.shape[:2] != image.shape[:2]:
         raise ValueError(f"{sample.label}: size {label.shape[1]}x{label.shape[0]} differs from its image "
                          f"{image.shape[1]}x{image.shape[0]}")
-    return image, np.asarray(map_label(label, sample.label_kind, reduce_zero_label))
+    return image, np.asarray(map_label(label, sample.label_kind, reduce_zero_label, sample.coding))

@@ -13,6 +13,13 @@
   -- for ``train_aug`` this is mmseg's pascal_voc12_aug: VOC's own label for the VOC train images, SBD's for
   the rest. The root may be the folder holding ``VOCdevkit``, ``VOCdevkit`` itself or ``VOC2012``.
 
+* ``custom`` (a user's own data, described by ``dataset_meta.json`` -- see ``description.py``), in one of:
+  Common Semantic Segmentation (``images/`` + ``masks/``, flat with split files, as ``images/{split}`` +
+  ``masks/{split}``, or as subset folders ``{split}/images`` + ``{split}/masks``); mmseg's
+  ``img_dir/{split}/*{img_suffix}`` + ``ann_dir/{split}/*{seg_map_suffix}``; CVAT's segmentation-mask export
+  (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/{split}.txt``, ``labelmap.txt``). A mask
+  belongs to the image with the same path below its folder, the suffixes swapped.
+
 The toy dataset is written in the Cityscapes layout (``dataset="toy"``). Split names and aliases, label kinds
 and classes are in ``datasets_meta.DATASETS``; label kinds are decoded by ``decode.py``.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from keras_mv2seg.data.description import DatasetDescription, read_description
 from keras_mv2seg.datasets_meta import split_name
 
 VOC_LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassRaw", "SegmentationClassAug")
@@ -34,6 +42,7 @@ class Sample:
     label: str
     name: str  # for messages, records and output files: the image's path relative to the dataset root (VOC: its id)
     label_kind: str  # one of decode.LABEL_KINDS
+    coding: DatasetDescription | None = None  # custom datasets: how the masks encode classes
 
 
 def _cityscapes(root: Path, split: str, problems: list[str]) -> list[Sample]:
@@ -133,7 +142,106 @@ def _pascal_voc(root: Path, split: str, problems: list[str]) -> list[Sample]:
     return samples
 
 
-_LAYOUTS = {"cityscapes": _cityscapes, "toy": _cityscapes, "ade20k": _ade20k, "pascal_voc": _pascal_voc}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def custom_layout(root: Path, description: DatasetDescription) -> str:
+    """The layout of a custom dataset: the description's ``layout``, else detected from the folders."""
+    if description.layout:
+        return description.layout
+    if (root / "img_dir").is_dir():
+        return "mmseg"
+    if (root / "JPEGImages").is_dir() or (root / "SegmentationClass").is_dir():
+        return "cvat"
+    return "common"
+
+
+def _files(folder: Path, suffixes, problems: list[str], source: str) -> dict[str, Path]:
+    """id (path below ``folder`` without the suffix) -> file, for files ending in one of ``suffixes``; two files
+    of one id (``a.jpg`` and ``a.png``) are a problem."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        suffix = next((s for s in suffixes if path.name.lower().endswith(s.lower())), None)
+        if not suffix or not path.is_file():
+            continue
+        file_id = str(path.relative_to(folder))[: -len(suffix)]
+        if file_id in found:
+            problems.append(f"{path}: and {found[file_id].name} are two files of id {file_id!r}; set img_suffix "
+                            f"in {source}")
+            continue
+        found[file_id] = path
+    return found
+
+
+def _pairs(root: Path, images_dir: Path, masks_dir: Path, description: DatasetDescription, problems: list[str],
+           ids: list[str] | None = None, id_source: str = "", default_image_suffix: str = "") -> list[Sample]:
+    missing = [f"{folder}: missing folder" for folder in (images_dir, masks_dir) if not folder.is_dir()]
+    if missing:
+        problems += missing
+        return []
+    suffix = description.img_suffix or default_image_suffix
+    image_suffixes = (suffix,) if suffix else IMAGE_SUFFIXES
+    images = _files(images_dir, image_suffixes, problems, description.source)
+    masks = _files(masks_dir, (description.seg_map_suffix,), problems, description.source)
+    samples = []
+    for image_id in ids if ids is not None else sorted(images):
+        image, mask = images.get(image_id), masks.get(image_id)
+        listed = f" (listed in {id_source})" if id_source else ""
+        if image is None:
+            problems.append(f"{images_dir / image_id}: no image of id {image_id!r}{listed} "
+                            f"(expected {'/'.join(image_suffixes)})")
+        elif mask is None:
+            problems.append(f"{image}: no mask {masks_dir / (image_id + description.seg_map_suffix)}")
+        else:
+            samples.append(Sample(str(image), str(mask), str(image.relative_to(root)), "custom", description))
+    if ids is None:
+        for mask_id in sorted(set(masks) - set(images)):
+            problems.append(f"{masks[mask_id]}: mask without an image {images_dir / mask_id}.*")
+    if not samples and not problems:
+        problems.append(f"{images_dir}: no images ({'/'.join(image_suffixes)})")
+    return samples
+
+
+def _custom(root: Path, split: str, problems: list[str]) -> list[Sample]:
+    try:
+        description = read_description(root)
+    except ValueError as error:
+        problems.append(str(error))
+        return []
+    layout = custom_layout(root, description)
+    split_files = dict(description.splits)
+    if layout == "cvat":
+        split_files.setdefault(split, str(root / "ImageSets" / "Segmentation" / f"{split}.txt"))
+    ids, id_source = None, ""
+    if split in split_files and (layout == "cvat" or Path(split_files[split]).is_file()):
+        id_source = split_files[split]
+        if not Path(id_source).is_file():
+            problems.append(f"{id_source}: missing split file of split {split!r}")
+            return []
+        ids = read_split_file(Path(id_source), problems)
+    if layout == "cvat":
+        return _pairs(root, root / "JPEGImages", root / "SegmentationClass", description, problems, ids, id_source)
+    if layout == "mmseg":
+        images, masks = root / "img_dir", root / "ann_dir"
+        if ids is None:
+            images, masks = images / split, masks / split
+        return _pairs(root, images, masks, description, problems, ids, id_source, default_image_suffix=".jpg")
+    if ids is not None:
+        return _pairs(root, root / "images", root / "masks", description, problems, ids, id_source)
+    for images, masks in ((root / split / "images", root / split / "masks"),
+                          (root / "images" / split, root / "masks" / split)):
+        if images.is_dir():
+            return _pairs(root, images, masks, description, problems)
+    found = sorted(p.parent.name for p in root.glob("*/images")) + sorted(
+        p.name for p in (root / "images").glob("*") if p.is_dir())
+    problems.append(f"{root}: no split {split!r} (expected {split}/images + {split}/masks, images/{split} + "
+                    f"masks/{split}, or a file of ids under \"splits\" in {description.source}); found "
+                    f"{found or 'no split folders'}")
+    return []
+
+
+_LAYOUTS = {"cityscapes": _cityscapes, "toy": _cityscapes, "ade20k": _ade20k, "pascal_voc": _pascal_voc,
+            "custom": _custom}
 
 
 def list_samples(dataset: str, root, split: str, *, strict: bool = True) -> tuple[list[Sample], list[str]]:

@@ -46,10 +46,15 @@ def _sample_tensors(samples: list[Sample]):
     return images, labels, kind_ids
 
 
-def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False):
+def _coding(samples: list[Sample]):
+    """The custom dataset's description its samples share (None for the other datasets)."""
+    return samples[0].coding if samples else None
+
+
+def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False, coding=None):
     if cached:  # decoded pixels, labels already mapped (see data/cache.py)
         return tf.cast(read_raw(images[index], 3), tf.float32), read_raw(labels[index], 1)
-    return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label)
+    return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label, coding)
 
 
 def _maybe_cached(samples: list[Sample], config: Config) -> tuple[list[Sample], bool]:
@@ -103,6 +108,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     samples = samples if samples is not None else training_samples(config, data_root)
+    coding = _coding(samples)
     samples, cached = _maybe_cached(samples, config)
     images, labels, kind_ids = _sample_tensors(samples)
     count = tf.constant(len(samples), tf.int64)
@@ -111,8 +117,8 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         epoch, position = sample_index // count, sample_index % count
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
-        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached),
-                         labels[file_index])  # label problems name the label file
+        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached,
+                                              coding), labels[file_index])  # label problems name the label file
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -145,9 +151,10 @@ def eval_dataset(config: Config, data_root=None, split: str = "val", *,
         samples = list_samples(config.data.dataset, data_root or config.data.data_root, split)[0]
     images, labels, kind_ids = _sample_tensors(samples)
     names = tf.constant([s.name for s in samples])
+    coding = _coding(samples)
 
     def load(index):
-        image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label)
+        image, label = _load(images, labels, kind_ids, index, config.data.reduce_zero_label, coding=coding)
         label = check_label_values(label, labels[index], config)
         return test_image(image, config), tf.cast(label[..., 0], tf.int32), names[index]
 

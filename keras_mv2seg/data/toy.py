@@ -5,7 +5,9 @@ lane marks and a sidewalk, cars (dark bodies with wheels) and people; a band of 
 (the ego vehicle, as in Cityscapes). Written in the Cityscapes layout (train ids in ``*_labelTrainIds.png``
 and label ids in ``*_labelIds.png``), the ADE20K layout (``.jpg`` images, ADE ids with 0 = other) or the PASCAL VOC
 layout (``.jpg`` images, palette PNG labels with the VOC colours: car, person and vegetation as VOC's car, person
-and potted plant, the rest background, the ego band 255, split files train/val/trainval).
+and potted plant, the rest background, the ego band 255, split files train/val/trainval), or as a user's own
+data (``custom``: Common Semantic Segmentation with ``train/`` and ``val/`` subset folders, a
+``dataset_meta.json`` of four classes and RGB colour masks).
 Deterministic for a given seed; about 0.1 s for the default 48 + 12 images of 128x256.
 """
 
@@ -23,7 +25,11 @@ CLASS_IDS = {
     "road": (0, 7, 0), "sidewalk": (1, 12, 0), "building": (2, 2, 0), "vegetation": (8, 5, 16), "sky": (10, 3, 0),
     "person": (11, 13, 15), "car": (13, 21, 7),
 }
-LAYOUTS = ("cityscapes", "ade20k", "pascal_voc")
+LAYOUTS = ("cityscapes", "ade20k", "pascal_voc", "custom")
+# the "custom" layout: a user's own data as Common Semantic Segmentation with subset folders and RGB colour
+# masks: four classes of its own (everything else, the ego band included, is background)
+CUSTOM_CLASSES = (("background", (0, 0, 0), ()), ("building", (70, 70, 70), ("building",)),
+                  ("vegetation", (107, 142, 35), ("vegetation",)), ("car", (0, 0, 142), ("car",)))
 EGO_LABEL_ID = 1  # Cityscapes 'ego vehicle': ignored (train id 255)
 _MARKER = ".keras_mv2seg_toy.json"
 
@@ -172,6 +178,12 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
                 voc_ids[split].append(image_id)
                 (base / "JPEGImages" / f"{image_id}.jpg").write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
                 (base / "SegmentationClass" / f"{image_id}.png").write_bytes(voc_palette_png(_train_to(2, label)))
+            elif layout == "custom":
+                (root / split / "images").mkdir(parents=True, exist_ok=True)
+                (root / split / "masks").mkdir(parents=True, exist_ok=True)
+                stem = f"scene_{split}_{index:04d}"
+                (root / split / "images" / f"{stem}.png").write_bytes(png(image))
+                (root / split / "masks" / f"{stem}.png").write_bytes(png(custom_colour_mask(label)))
             else:
                 folder = {"train": "training", "val": "validation"}[split]
                 base = root / "ADEChallengeData2016"
@@ -185,5 +197,26 @@ def make_toy_dataset(root, layout: str = "cityscapes", *, train: int = 48, val: 
         lists.mkdir(parents=True, exist_ok=True)
         for split, ids in (*voc_ids.items(), ("trainval", voc_ids["train"] + voc_ids["val"])):
             (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    if layout == "custom":
+        (root / "dataset_meta.json").write_text(json.dumps({
+            "label_map": {str(i): name for i, (name, _, _) in enumerate(CUSTOM_CLASSES)},
+            "segmentation_colors": [list(colour) for _, colour, _ in CUSTOM_CLASSES], "background_label": "0"},
+            indent=2) + "\n")
     marker.write_text(json.dumps(settings))
     return root
+
+
+def custom_classes(train_ids: np.ndarray) -> np.ndarray:
+    """Toy train ids -> the ``custom`` layout's class ids (0 background, 1 building, 2 vegetation, 3 car)."""
+    ids = {name: train_id for name, (train_id, *_) in CLASS_IDS.items()}
+    out = np.zeros_like(train_ids)
+    for index, (_, _, parts) in enumerate(CUSTOM_CLASSES):
+        for part in parts:
+            out[train_ids == ids[part]] = index
+    return out
+
+
+def custom_colour_mask(train_ids: np.ndarray) -> np.ndarray:
+    """The ``custom`` layout's RGB colour mask of a toy label."""
+    colours = np.array([colour for _, colour, _ in CUSTOM_CLASSES], np.uint8)
+    return colours[custom_classes(train_ids)]

@@ -28,8 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import Config
+from keras_mv2seg.data.check import training_split_problem
 from keras_mv2seg.data.decode import data_errors_named
-from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
+from keras_mv2seg.data.sources import (described, needs_data_root, resolve_data_root, training_data,
+                                       undecodable_files)
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
@@ -45,8 +47,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # The writes a crash must not leave half done, as module-level hooks (the fault-injection tests replace them).
-def _atomic_weights(model: keras.Model, path: Path):
-    save_weights(model, path)
+def _atomic_weights(model: keras.Model, path: Path, config: Config | None = None):
+    save_weights(model, path, config)
 
 
 def _atomic_text(path: Path, text: str):
@@ -169,7 +171,7 @@ class _Run:
         best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
         if self.chief:
             if math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
-                _atomic_weights(self.model, self.work_dir / "best.weights.h5")
+                _atomic_weights(self.model, self.work_dir / "best.weights.h5", self.config)
                 _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
             if len(history) != len(recorded):  # re-validation of a recorded iteration: replace its line
                 write_records(self.metrics_file, history + [record])
@@ -228,6 +230,10 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     latest one, e.g. after a non-finite loss: later checkpoints and metrics lines are moved aside (kept, not
     replayed), and the settings in :data:`RECOVERY_FIELDS` (the learning rate among them) may differ from the
     recorded config (the change is logged in ``config_changes.jsonl``)."""
+    config = described(config, data_root)  # a custom dataset's classes, checked against the model
+    refusal = training_split_problem(config, data_root)
+    if refusal:
+        raise ValueError(f"refusing to train: {refusal}")
     work_dir = Path(work_dir)
     check_work_dir(work_dir, config, recovering=resume_from is not None)
     if resume_from is not None:
@@ -285,7 +291,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         "seed": seed,
     }
     if run.chief:
-        _atomic_weights(run.model, work_dir / "final.weights.h5")
+        _atomic_weights(run.model, work_dir / "final.weights.h5", config)
         _atomic_text(work_dir / "summary.json", json.dumps(summary, indent=2))
     run.log(json.dumps(summary))
     return summary

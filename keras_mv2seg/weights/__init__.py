@@ -16,8 +16,8 @@ Nothing outside this package's callers (training, export, evaluation, the CLI) i
 from keras_mv2seg.weights.loading import build_for_inference, load_for_fine_tuning, load_weights, source_classes
 from keras_mv2seg.weights.port import PortReport, WeightMappingError
 from keras_mv2seg.weights.presets import from_preset, list_presets
-from keras_mv2seg.weights.saved import save_weights, weights_metadata
+from keras_mv2seg.weights.saved import config_for_weights, save_weights, weights_metadata
 
 __all__ = ["load_weights", "load_for_fine_tuning", "source_classes", "build_for_inference", "save_weights",
-           "weights_metadata", "from_preset", "list_presets",
+           "weights_metadata", "config_for_weights", "from_preset", "list_presets",
            "PortReport", "WeightMappingError"]

@@ -15,7 +15,8 @@ from keras_mv2seg.weights.importers import CONVENTION_OF_KIND, import_checkpoint
 from keras_mv2seg.weights.port import PortReport
 from keras_mv2seg.weights.presets import PRESETS, preset_config, preset_weights
 from keras_mv2seg.weights.torch_pickle import load_state_dict
-from keras_mv2seg.weights.saved import load_keras_weights, load_keras_weights_but_classifiers, weights_metadata
+from keras_mv2seg.weights.saved import (config_for_weights, load_keras_weights, load_keras_weights_but_classifiers,
+                                       weights_metadata)
 
 
 def load_weights(model: keras.Model, path, *, part: str = "all", skip_classifier: bool = False,
@@ -111,11 +112,14 @@ def build_for_inference(config, weights=None, **build_kwargs) -> keras.Model:
     include the auxiliary head, so the training view is built to read them and its inference view returned.
     The view comes from the file's metadata (:func:`keras_mv2seg.weights.save_weights`); a file without it
     (plain ``model.save_weights``) is loaded into the inference view, else into the training view, strictly.
+    A file whose metadata names other classes than ``config`` (fine-tuned on a user's own data) is built with
+    its classes (:func:`~keras_mv2seg.weights.saved.config_for_weights`).
     """
-    model = build_segmenter(config, **build_kwargs)
     if weights is None:
-        return model
+        return build_segmenter(config, **build_kwargs)
     path = Path(os.fspath(weights))
+    config = config_for_weights(config, path)  # a model fine-tuned on other classes is built with them
+    model = build_segmenter(config, **build_kwargs)
     metadata = weights_metadata(path) if path.is_file() else None
     if metadata is not None:
         if metadata["view"] == "training" and config.model.aux_channels:

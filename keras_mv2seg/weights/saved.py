@@ -14,6 +14,7 @@ import h5py
 import keras
 import numpy as np
 
+from keras_mv2seg.datasets_meta import classes_of, palette_of
 from keras_mv2seg.files import atomic_save
 from keras_mv2seg.models.segmenter import build_segmenter, model_config_of
 from keras_mv2seg.weights.port import PortReport, transfer_weights
@@ -36,6 +37,8 @@ def save_weights(model: keras.Model, path, config=None) -> Path:
     if model_config is not None:
         metadata.update(convention=model_config.convention, head=model_config.head,
                         num_classes=model_config.num_classes)
+    if config is not None and hasattr(config, "data"):  # the classes, so a user's own model needs no config edits
+        metadata.update(class_names=list(classes_of(config)), palette=palette_of(config).reshape(-1).tolist())
 
     def save(staging):
         model.save_weights(staging)
@@ -54,6 +57,24 @@ def weights_metadata(path) -> dict | None:
     with h5py.File(path, "r") as handle:
         value = handle.attrs.get(METADATA_KEY)
     return json.loads(value) if value is not None else None
+
+
+def config_for_weights(config, path):
+    """``config`` with the classes a ``.weights.h5`` file was trained on (names, colours and count from its
+    metadata), so a model fine-tuned on a user's own classes is built, scored and exported under them by the
+    config it was fine-tuned from. Unchanged for files without class names in their metadata (and for other
+    weight formats); a config that names other classes is an error naming both."""
+    metadata = weights_metadata(path) if path and Path(os.fspath(path)).is_file() else None
+    names = (metadata or {}).get("class_names")
+    if not names:
+        return config
+    names = tuple(names)
+    if config.data.class_names and tuple(config.data.class_names) != names:
+        raise ValueError(f"{path} was trained on classes {list(names)} but the config names "
+                         f"{list(config.data.class_names)}")
+    if names == tuple(classes_of(config)) and len(names) == config.model.num_classes:
+        return config
+    return config.replace(num_classes=len(names), class_names=names, palette=tuple(metadata.get("palette", ())))
 
 
 def load_keras_weights(model: keras.Model, path, *, allow_non_finite: bool = False) -> PortReport:
