@@ -4,7 +4,9 @@ the class, share ignored), every problem (one line each, naming the file) and wa
 would silently train on nothing (masks of only 0 and the ignore index, mostly ignored pixels, classes that never
 occur). Exit status 0 only when the dataset has no problem (warnings do not change it).
 
-    python tools/check_data.py --dataset cityscapes|ade20k|pascal_voc DATA_ROOT [--splits train val]
+    python tools/check_data.py --dataset cityscapes|ade20k|pascal_voc|custom DATA_ROOT [--splits train val]
+
+A custom dataset (your own images and masks) is described by DATA_ROOT/dataset_meta.json (docs/own_data.md).
 """
 
 import argparse
@@ -19,7 +21,7 @@ from keras_mv2seg.cli import run_main  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "pascal_voc"))
+    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "pascal_voc", "custom"))
     parser.add_argument("data_root")
     parser.add_argument("--splits", nargs="*", help="default: train and val (ADE20K: training and validation; "
                         "PASCAL VOC: also train_aug, trainval)")

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_mv2seg.config import Config
 from keras_mv2seg.data.check import check_dataset
+from keras_mv2seg.data.decode import data_errors_named
 from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
 from keras_mv2seg.data.toy import ensure_toy_dataset
 
@@ -122,8 +123,9 @@ def sample_images(config: Config, split: str, data_root=None, count: int = 8, si
     """Up to ``count`` float32 RGB images [H, W, 3] of ``split`` (evaluation input, resized to ``size``): the
     calibration and check images of the exports and benchmarks."""
     images = []
-    for image, _, _ in evaluation_data(config, split, data_root).take(count):
-        images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
+    with data_errors_named():
+        for image, _, _ in evaluation_data(config, split, data_root).take(count):
+            images.append(tf.image.resize(image, size).numpy() if size else image.numpy())
     return images
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mv2seg.datasets_meta import classes_of
 from keras_mv2seg.export import onnx as onnx_export
 from keras_mv2seg.export import openvino as openvino_export
 from keras_mv2seg.export import saved_model as saved_model_export
 from keras_mv2seg.export import tflite as tflite_export
 from keras_mv2seg.export.graph import RUNTIMES_BY_FORMAT, check_calibration, check_output, check_winograd
 from keras_mv2seg.export.verify import Verification, compare_runtime, op_line, verify_saved_model, verify_tflite
+from keras_mv2seg.files import atomic_write, refuse_existing
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 BACKEND_OF_FORMAT = {"saved_model": "saved_model", "tflite": "tflite", **RUNTIMES_BY_FORMAT}
@@ -60,9 +62,25 @@ def export_model(fmt: str, config, model, *, output=None, input_size=None, quant
     if fmt == "saved_model":
         return _saved_model(config, model, output, check_images, version, probabilities, pad_to_crop, overwrite)
     output = Path(output or default_output(fmt, config, input_size, quantization, dynamic))
+    labels = refuse_existing(labels_path(output), overwrite)
     writer = {"tflite": _tflite, "onnx": _onnx, "openvino": _openvino}[fmt]
-    return writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
-                  calibration_images, list(check_images), overwrite)
+    exported = writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
+                      calibration_images, list(check_images), overwrite)
+    if exported.path is not None:
+        atomic_write(labels, labels_text(config))
+        exported.lines.insert(1, f"  class names (line = class id) in {labels}")
+    return exported
+
+
+def labels_path(output) -> Path:
+    """The labels file beside a TFLite/ONNX/OpenVINO export: ``x.tflite`` -> ``x.labels.txt``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.labels.txt")
+
+
+def labels_text(config) -> str:
+    """One class name per line, line ``i`` naming class id ``i`` (the TFLite/MediaPipe labels-file form)."""
+    return "".join(f"{name}\n" for name in classes_of(config))
 
 
 def check_request(fmt: str, config, *, quantization: str = "float32", graph_output: str = "labels",
@@ -102,9 +120,9 @@ def _saved_model(config, model, output, images, version, probabilities, pad_to_c
 
     path = saved_model_export.export_saved_model(model, base, version=version, probabilities=probabilities,
                                                  pad_to_crop=pad_to_crop, warmup_image=warmup, overwrite=overwrite,
-                                                 check=check)
+                                                 check=check, class_names=classes_of(config))
     return _published(path, verification, f"wrote {base / str(int(version))} (signatures serving_default, "
-                      "serve_encoded, serve_logits; warm-up requests in assets.extra)")
+                      "serve_encoded, serve_logits, class_names; warm-up requests and labels.txt in assets.extra)")
 
 
 def _tflite(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,

@@ -8,7 +8,9 @@ see :func:`prediction_log_bytes`). Endpoints:
 * ``serving_default``: ``images`` uint8 [B, H, W, 3] (any size) -> ``labels`` int32 [B, H, W]
   (+ ``probabilities`` float32 [B, H, W, C] with ``probabilities=True``);
 * ``serve_encoded``: ``image_bytes`` string [B] (PNG/JPEG/BMP/GIF of one size) -> the same outputs;
-* ``serve_logits``: ``images`` uint8 -> ``logits`` float32 [B, H, W, C] (checks, custom post-processing).
+* ``serve_logits``: ``images`` uint8 -> ``logits`` float32 [B, H, W, C] (checks, custom post-processing);
+* ``class_names``: no input -> ``class_names`` string [C], the name of each class id (also, one per line, in
+  ``assets.extra/labels.txt``).
 
 With ``pad_to_crop=(h, w)`` (official DeepLab configs) images are padded to the crop size as the official
 exported graph does (larger images are scaled to fit, see ``keras_mv2seg.inference.pad_to_crop_logits``).
@@ -62,7 +64,7 @@ def decode_images(image_bytes):
 
 def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probabilities: bool = False,
                        pad_to_crop=None, warmup_image: np.ndarray | None = None, overwrite: bool = False,
-                       check=None) -> Path | None:
+                       check=None, class_names=()) -> Path | None:
     """Write ``model`` (an inference model) to ``<base_dir>/<version>``; returns that path. The version folder
     is written under a staging name (not a number, so TF Serving never loads it), ``check(staged folder)``
     verifies it there, and only then is it renamed to its version: None (nothing written) when the check
@@ -81,10 +83,17 @@ def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probab
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serve_logits", lambda images: {"logits": logits_fn(images)},
                          input_signature=[images_spec])
+    if class_names:
+        names = [str(name) for name in class_names]
+        archive.add_endpoint("class_names", lambda: {"class_names": tf.constant(names)}, input_signature=[])
+
     def save(tmp):
         archive.write_out(str(tmp), verbose=False)
         if warmup_image is not None:
             write_warmup_requests(tmp, model.name, warmup_image)
+        if class_names:
+            (Path(tmp) / "assets.extra").mkdir(exist_ok=True)
+            (Path(tmp) / "assets.extra" / "labels.txt").write_text("".join(f"{name}\n" for name in class_names))
 
     return atomic_save(target, save, check)
 
