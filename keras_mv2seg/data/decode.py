@@ -100,6 +100,10 @@ def pipeline_problem(error: Exception) -> str | None:
     that ``error`` carries, or None for any other error."""
     if not isinstance(error, tf.errors.InvalidArgumentError):
         return None
+    eager = error.message.partition("Summarized data: ")[2]  # an assertion run eagerly: one value per line
+    if eager:
+        text = " ".join(line[2:-1] if line[:2] in ("b'", 'b"') else line for line in eager.splitlines())
+        return re.sub(r"\.\. (\d)", r"..\1", text).replace("( ", "(").replace(" )", ")")
     match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
     if match is None:
         return None
@@ -214,8 +218,12 @@ def decode_label(path, kind_id, coding=None):
     png8 = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
                           tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
     colour_type = tf.io.decode_raw(tf.strings.substr(header, 25, 1), tf.uint8)[0]
-    if coding is not None:
-        with tf.control_dependencies([_assert(png8, "mask is not an 8-bit PNG class map:", path)]):
+    if coding is not None:  # palette PNGs may index with 1, 2 or 4 bits (Pillow writes few colours so)
+        depth = tf.io.decode_raw(tf.strings.substr(header, 24, 1), tf.uint8)[0]
+        ok = tf.logical_or(png8, tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
+                                                tf.logical_and(tf.equal(colour_type, _PALETTE),
+                                                               tf.reduce_any(tf.equal(depth, [1, 2, 4])))))
+        with tf.control_dependencies([_assert(ok, "mask is not an 8-bit PNG class map:", path)]):
             return _decode_custom_label(tf.identity(data), path, colour_type, coding)
     palette_allowed = tf.reduce_any(tf.equal(kind_id, [kind_index(k) for k in _PALETTE_KINDS]))
     format_ok = tf.logical_or(tf.equal(colour_type, _GRAY),
@@ -260,7 +268,7 @@ def label_format_problem(path, kind: str, coding=None) -> str | None:
     if len(header) < 26 or header[:4] != b"\x89PNG":
         what = "a JPEG file" if header[:2] == b"\xff\xd8" else "not a PNG file"
         return f"{what}, expected an 8-bit PNG class map (lossless: a JPEG mask changes class ids at edges)"
-    if header[24] != 8:
+    if header[24] != 8 and not (coding is not None and header[25] == _PALETTE and header[24] in (1, 2, 4)):
         return f"{header[24]}-bit PNG, expected an 8-bit class map"
     colour_type = header[25]
     if coding is not None:
