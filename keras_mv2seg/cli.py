@@ -134,13 +134,18 @@ def config_from_args(args):
     metadata (a model fine-tuned on a user's own classes). A bad name, key or value, or classes that disagree,
     is a :class:`UsageError` (checked before anything runs)."""
     from keras_mv2seg.config import get_config
-    from keras_mv2seg.data.sources import described
-    from keras_mv2seg.weights import config_for_weights
 
     try:
         config = get_config(args.config, **parse_cfg_options(args.cfg_options))
-        config = config_for_weights(config, getattr(args, "weights", None))
-        return described(config, getattr(args, "data_root", None))
+        if getattr(args, "weights", None):
+            from keras_mv2seg.weights import config_for_weights
+
+            config = config_for_weights(config, args.weights)
+        if config.data.dataset == "custom":
+            from keras_mv2seg.data.description import described
+
+            config = described(config, getattr(args, "data_root", None))
+        return config
     except ValueError as error:
         raise UsageError(str(error)) from None
 

@@ -156,7 +156,7 @@ class DataConfig:
     dataset: str = "cityscapes"  # a name of datasets_meta.DATASETS: cityscapes | ade20k | pascal_voc | toy | custom
     data_root: str = ""
     # the classes' names and colours (r, g, b per class, flat) when they are not the dataset table's: filled
-    # from a custom dataset's dataset_meta.json (data.sources.described) and kept in saved weights' metadata
+    # from a custom dataset's dataset_meta.json (data.description.described) and kept in saved weights' metadata
     class_names: tuple[str, ...] = ()
     palette: tuple[int, ...] = ()
     crop_size: tuple[int, int] = (512, 1024)  # (height, width)

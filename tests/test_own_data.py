@@ -15,9 +15,8 @@ from PIL import Image
 import keras_mv2seg
 from keras_mv2seg.data.check import check_dataset, training_split_problem
 from keras_mv2seg.data.decode import DataError, data_errors_named
-from keras_mv2seg.data.description import read_description
-from keras_mv2seg.data.layouts import list_samples
-from keras_mv2seg.data.sources import described, evaluation_data
+from keras_mv2seg.data.description import described, read_description
+from keras_mv2seg.data.sources import evaluation_data
 from keras_mv2seg.data.toy import CLASS_IDS, CUSTOM_CLASSES, custom_classes, make_toy_dataset, render_scene
 
 NAMES = [name for name, _, _ in CUSTOM_CLASSES]

@@ -145,9 +145,11 @@ def _warnings(counts: dict[str, SplitCounts], classes, ignore_index: int, settin
         if not split_counts.total:
             continue
         if split_counts.values == {0, ignore_index}:
-            found.append(f"{split}: the masks hold only 0 and {ignore_index}, and {ignore_index} is the ignore index: "
-                         "the foreground of such binary masks is never learnt -- write the foreground as class id 1, "
-                         f"or set {setting}")
+            fix = (f"map it to class 1 with {setting}" if "value_map" in setting else
+                   f"write the foreground as class id 1, or set {setting} to a value the masks do not use")
+            found.append(f"{split}: the masks hold only 0 and {ignore_index}, and {ignore_index} is the ignore index "
+                         f"({'ignore_index' if 'value_map' in setting else setting}): the foreground of such binary "
+                         f"masks is never learnt -- {fix}")
         share = split_counts.ignored / split_counts.total
         empty = nothing_to_learn(split, split_counts, classes, background, setting)
         if empty:

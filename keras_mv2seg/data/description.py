@@ -244,3 +244,32 @@ def read_description(root) -> DatasetDescription:
                 raise ValueError(f"{other}: describes classes {list(theirs.classes)} but {path} describes "
                                  f"{list(description.classes)}; the subsets must share one description")
     return description
+
+
+def described(config, data_root=None):
+    """``config`` with a custom dataset's classes and colours (``data.class_names``, ``data.palette``) from the
+    description at its data root (``description.py``); other datasets, or a custom one without a data root here
+    (predicting from saved weights), unchanged. The model's class count, ignore index and reduce_zero_label
+    must agree with the description: an error naming both values otherwise."""
+    root = data_root or config.data.data_root
+    if config.data.dataset != "custom" or not root:
+        return config
+    description = read_description(root)
+    source, classes = description.source, description.classes
+    if description.num_classes != config.model.num_classes:
+        raise ValueError(f"{source} declares {description.num_classes} classes ({', '.join(classes)}) but "
+                         f"model.num_classes of {config.name!r} is {config.model.num_classes}: pass "
+                         f"--cfg-options num_classes={description.num_classes} (a model loaded from another class "
+                         "count gets new classifiers, see train.load_from)")
+    if config.data.class_names and tuple(config.data.class_names) != classes:
+        raise ValueError(f"{source} declares classes {list(classes)} but the config names "
+                         f"{list(config.data.class_names)} (data.class_names)")
+    for key, theirs, ours in (("ignore_index", description.ignore_index, config.data.ignore_index),
+                              ("reduce_zero_label", description.reduce_zero_label, config.data.reduce_zero_label)):
+        if theirs != ours:
+            raise ValueError(f"{source} sets {key} {theirs!r} but the config's data.{key} is {ours!r}: pass "
+                             f"--cfg-options {key}={theirs!r} (or change the description)")
+    from keras_mv2seg.datasets_meta import voc_palette
+
+    colours = description.colours or tuple(map(tuple, voc_palette(len(classes)).tolist()))
+    return config.replace(class_names=classes, palette=tuple(c for colour in colours for c in colour))

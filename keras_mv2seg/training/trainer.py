@@ -30,8 +30,8 @@ import tensorflow as tf
 from keras_mv2seg.config import Config
 from keras_mv2seg.data.check import training_split_problem
 from keras_mv2seg.data.decode import data_errors_named
-from keras_mv2seg.data.sources import (described, needs_data_root, resolve_data_root, training_data,
-                                       undecodable_files)
+from keras_mv2seg.data.description import described
+from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
@@ -230,10 +230,12 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     latest one, e.g. after a non-finite loss: later checkpoints and metrics lines are moved aside (kept, not
     replayed), and the settings in :data:`RECOVERY_FIELDS` (the learning rate among them) may differ from the
     recorded config (the change is logged in ``config_changes.jsonl``)."""
-    config = described(config, data_root)  # a custom dataset's classes, checked against the model
-    refusal = training_split_problem(config, data_root)
-    if refusal:
-        raise ValueError(f"refusing to train: {refusal}")
+    if config.data.dataset == "custom":
+        if not config.data.class_names:  # the tools describe it already
+            config = described(config, data_root)  # its classes, checked against the model
+        refusal = training_split_problem(config, data_root)
+        if refusal:
+            raise ValueError(f"refusing to train: {refusal}")
     work_dir = Path(work_dir)
     check_work_dir(work_dir, config, recovering=resume_from is not None)
     if resume_from is not None:
