@@ -319,3 +319,21 @@ def test_datumaro_cityscapes_export_reads_pixel_for_pixel_as_train_ids(tmp_path)
         np.testing.assert_array_equal(labels[f"leftImg8bit/val/toytown/toytown_{index:06d}_val_leftImg8bit.png"],
                                       expected)
 
+
+
+def test_the_tfrecords_writer_and_the_sample_cache_read_the_masks_as_the_pipeline(tmp_path):
+    from keras_mv2seg.data.cache import cache_samples, read_raw
+    from keras_mv2seg.data.layouts import list_samples
+    from keras_mv2seg.data.tfrecord import write_tfrecords
+
+    root = make_toy_dataset(tmp_path / "data", "custom", train=2, val=2, height=32, width=64)
+    expected = pipeline_labels(root)
+    samples, _ = list_samples("custom", root, "val")
+    write_tfrecords(samples, tmp_path / "records" / "val")
+    config = described(config_for(root, val_records=str(tmp_path / "records" / "val*")))
+    from_records = {n.numpy().decode(): label.numpy() for _, label, n in evaluation_data(config, "val")}
+    for name, label in expected.items():
+        np.testing.assert_array_equal(from_records[name], label)
+    cached = cache_samples(samples, tmp_path / "cache")
+    for sample, entry in zip(samples, cached):
+        np.testing.assert_array_equal(read_raw(entry.label, 1).numpy()[..., 0], expected[sample.name])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write DeepLab-format TFRecords from a dataset in its standard layout (labels stored as training ids).
 
-    python tools/make_tfrecords.py --dataset cityscapes|ade20k|pascal_voc DATA_ROOT --split train --output DIR/train [--shards 4]
+    python tools/make_tfrecords.py --dataset cityscapes|ade20k|pascal_voc|custom DATA_ROOT --split train --output DIR/train [--shards 4]
 """
 
 import argparse
@@ -17,7 +17,7 @@ from keras_mv2seg.cli import run_main  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "pascal_voc"))
+    parser.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "pascal_voc", "custom"))
     parser.add_argument("data_root")
     parser.add_argument("--split", default="train")
     parser.add_argument("--output", required=True, help="output prefix: <prefix>-0000i-of-0000n.tfrecord")
