@@ -122,8 +122,8 @@ def test_predict_outputs_never_collide_resume_and_skip_what_cannot_be_read(train
     assert f"{tmp_path / 'in' / 'c' / 'broken.png'}: not a decodable image" in captured.err
     assert "1 of 5 image(s) could not be read and have no output" in captured.err
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
-    assert written == sorted(f"{stem}_{kind}.png" for stem in ("a/same", "b/same", "c/photo.jpg", "c/photo.png")
-                             for kind in ("labels", "overlay"))
+    assert written == sorted([f"{stem}_{kind}.png" for stem in ("a/same", "b/same", "c/photo.jpg", "c/photo.png")
+                              for kind in ("labels", "overlay")] + ["legend.png"])  # the colours' names
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     assert run_main(tool.main, argv) == 1  # everything there: refused before anything is written
     assert "exists (8 output file(s) of this run already exist); pass --overwrite" in capsys.readouterr().err

@@ -268,6 +268,6 @@ def test_train_and_test_deeplab_voc_from_the_tools(voc_root, tmp_path, capsys):
     assert load_tool("predict").main(["deeplab_mnv2_pascal", str(work / "best.weights.h5"), str(image), "--out-dir",
                                       str(tmp_path / "pred")]) == 0
     written = sorted(p.name for p in (tmp_path / "pred").iterdir())
-    assert len(written) == 2, written
-    class_map = next(p for p in (tmp_path / "pred").iterdir() if "overlay" not in p.name)
+    assert len(written) == 3 and "legend.png" in written, written
+    class_map = next(p for p in (tmp_path / "pred").iterdir() if p.name.endswith("_labels.png"))
     assert set(np.unique(np.asarray(Image.open(class_map)))) <= set(range(21))
