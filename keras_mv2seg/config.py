@@ -208,6 +208,11 @@ class TrainConfig:
     load_from: str = ""  # the whole model from a preset name, mmseg .pth, DeepLab checkpoint or .weights.h5
     #                      (mmseg's load_from; classifiers re-initialised when its class count differs)
     log_interval: int = 50  # TensorBoard scalars every N iterations
+    # losses in mmseg's config syntax (JSON; see training/losses.py): the decode head's loss_decode (one loss or
+    # a list), its pixel sampler (OHEM) and the auxiliary head's loss; "" = the reference's cross-entropy
+    decode_loss: str = ""
+    sampler: str = ""
+    aux_loss: str = ""
 
     def __post_init__(self):
         _choice("train", "sync_batchnorm", self.sync_batchnorm, ("none", "heads", "all"))
@@ -220,6 +225,11 @@ class TrainConfig:
         for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval",
                      "startup_timeout_s"):
             _positive("train", name, getattr(self, name))
+        if self.decode_loss or self.sampler or self.aux_loss:  # checked here, before anything runs
+            from keras_mv2seg.training.losses import build_loss
+
+            build_loss(self.decode_loss, self.sampler)
+            build_loss(self.aux_loss, key="aux_loss")
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -274,6 +284,7 @@ class Config:
 
 
 _SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
+_JSON_FIELDS = {"train.decode_loss", "train.sampler", "train.aux_loss"}
 
 
 def _typed(key: str, value, annotation: str):
@@ -297,6 +308,8 @@ def _typed(key: str, value, annotation: str):
         return float(value) if annotation == "float" else value
     elif annotation == "str" and isinstance(value, os.PathLike):  # path-valued fields take any os.PathLike
         return os.fspath(value)
+    elif annotation == "str" and key in _JSON_FIELDS and isinstance(value, (dict, list)):
+        return json.dumps(value)  # a loss given as a dict (from Python, or --cfg-options' literal parsing)
     shape = "several values" if annotation.endswith("...]") else annotation
     raise ValueError(f"config key {key!r} expects {shape}, received {value!r} ({type(value).__name__})"
                      + (f"; e.g. {key.rpartition('.')[2]}=({', '.join(['64'] * (annotation.count(',') + 1))})"
