@@ -103,7 +103,7 @@ class _SegmentationLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         labels, logits = _labels(y_true), _logits(y_pred)
-        return self.loss_weight * self.reduced(labels, logits, self.pixel_weights(labels, logits))
+        return _as_loss(self.loss_weight * self.reduced(labels, logits, self.pixel_weights(labels, logits)))
 
     def get_config(self):
         return {**super().get_config(), "ignore_index": self.ignore_index, "loss_weight": self.loss_weight,
@@ -188,6 +188,13 @@ class TopKPixelCrossEntropy(_SegmentationLoss):
 
     def get_config(self):
         return {**super().get_config(), "top_k_percent": self.top_k_percent}
+
+
+def _as_loss(value):
+    """The reduced loss as a one-element vector: Keras passes a scalar through as it is, but divides a vector's
+    mean by the replicas of a distribution strategy (whose gradients are then summed), as a single device's
+    mean needs -- a scalar would double every update on two replicas."""
+    return tf.reshape(value, [1])
 
 
 def _one_hot(labels, classes, ignore_index, dtype):
@@ -277,7 +284,7 @@ class SumOfLosses(keras.losses.Loss):
             per_pixel = None if sampler.thresh is not None else tf.add_n(
                 [loss.per_pixel(labels, logits) for loss in self.losses])
             weights = sampler.weights(labels, logits, self.losses[0].ignore_index, per_pixel)
-        return tf.add_n([loss.loss_weight * loss.reduced(labels, logits, weights) for loss in self.losses])
+        return _as_loss(tf.add_n([loss.loss_weight * loss.reduced(labels, logits, weights) for loss in self.losses]))
 
     def get_config(self):
         return {**super().get_config(), "losses": [keras.losses.serialize(loss) for loss in self.losses]}
