@@ -67,6 +67,8 @@ def test_top_k_percent_pixels_is_the_official_deeplab_formula():
     ('[{"type": "CrossEntropyLoss"}, {"type": "DiceLoss"}]', '{"type": "OHEMPixelSampler", "thresh": 0.7}',
      "weights pixels of CrossEntropyLoss only"),
     ("", '{"type": "OHEMPixelSampler", "thresh": 2}', "thresh must be in (0, 1]"),
+    ('{"type": "CrossEntropyLoss", "reduction": "sum"}', "", "reduction 'sum' is not supported (only 'mean')"),
+    ('{"type": "DiceLoss", "activate": false}', "", "activate False is not supported (only True)"),
 ])
 def test_bad_loss_settings_name_the_key(decode_loss, sampler, message):
     with pytest.raises(ValueError) as error:

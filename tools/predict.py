@@ -33,6 +33,7 @@ from keras_mv2seg.cli import (  # noqa: E402
 )
 from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of  # noqa: E402
 from keras_mv2seg.evaluation import plot_legend  # noqa: E402
+from keras_mv2seg.files import refuse_existing  # noqa: E402
 from keras_mv2seg.inference import predict_labels  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
@@ -129,9 +130,7 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     stems = output_stems(inputs)
     todo = _inputs_to_write(inputs, stems, out, args)
-    legend = out / LEGEND
-    if legend.exists() and not (args.overwrite or args.skip_existing):
-        raise FileExistsError(f"{legend} exists; pass --overwrite to replace it or --skip-existing")
+    legend = refuse_existing(out / LEGEND, args.overwrite or args.skip_existing, how="--overwrite (or --skip-existing)")
     failed = []
     for path in todo:
         try:

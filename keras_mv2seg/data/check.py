@@ -62,19 +62,39 @@ class DatasetCheck:
         return lines
 
 
+@dataclass(frozen=True)
+class _Advice:
+    """What a warning tells the user to change: where the ignore index is set, the setting that fixes an ignored
+    or missing foreground, and the fix for binary 0/ignore masks."""
+
+    ignore_key: str
+    setting: str
+    binary_fix: str
+
+
+_CONFIG_ADVICE = _Advice("data.ignore_index", "data.ignore_index", "write the foreground as class id 1, or set "
+                         "data.ignore_index to a value the masks do not use")
+
+
+def _description_advice(source: str) -> _Advice:
+    value_map = f"value_map in {source}, e.g. {{\"255\": 1}}"
+    return _Advice("ignore_index", value_map, f"map it to class 1 with {value_map}")
+
+
 def _dataset_classes(dataset: str, root, problems: list[str]):
-    """(class names, ignore index, reduce_zero_label, background class) of ``dataset`` at ``root``: a custom
-    dataset's from its description (a problem, and no classes, when it cannot be read)."""
+    """(class names, ignore index, reduce_zero_label, background class, advice) of ``dataset`` at ``root``: a
+    custom dataset's from its description (a problem, and no classes, when it cannot be read)."""
     if dataset != "custom":
-        return tuple(class_names(dataset, len(dataset_info(dataset).classes))), None, None, None
+        return tuple(class_names(dataset, len(dataset_info(dataset).classes))), None, None, None, _CONFIG_ADVICE
     from keras_mv2seg.data.description import read_description
 
     try:
         description = read_description(root)
     except ValueError as error:
         problems.append(str(error))
-        return (), None, None, None
-    return description.classes, description.ignore_index, description.reduce_zero_label, description.background
+        return (), None, None, None, None
+    return (description.classes, description.ignore_index, description.reduce_zero_label, description.background,
+            _description_advice(description.source))
 
 
 def check_dataset(dataset: str, root, splits=None, *, ignore_index: int = 255,
@@ -87,7 +107,7 @@ def check_dataset(dataset: str, root, splits=None, *, ignore_index: int = 255,
     splits: the first two of the dataset (train and val). A custom dataset's classes, ignore index and
     reduce_zero_label come from its ``dataset_meta.json``. Unpacks as (checked, problems)."""
     problems: list[str] = []
-    classes, own_ignore, own_reduce, background = _dataset_classes(dataset, root, problems)
+    classes, own_ignore, own_reduce, background, advice = _dataset_classes(dataset, root, problems)
     if own_ignore is not None:
         ignore_index, reduce_zero_label = own_ignore, own_reduce
     counts: dict[str, SplitCounts] = {}
@@ -121,8 +141,7 @@ def check_dataset(dataset: str, root, splits=None, *, ignore_index: int = 255,
                     problems.append(f"{sample.label}: label values {bad[:10]} are not valid {sample.label_kind}")
                     continue
             split_counts.add(mapped, ignore_index)
-    setting = ("value_map in dataset_meta.json, e.g. {\"255\": 1}" if dataset == "custom" else "data.ignore_index")
-    return DatasetCheck(checked, problems, counts, _warnings(counts, classes, ignore_index, setting, background),
+    return DatasetCheck(checked, problems, counts, _warnings(counts, classes, ignore_index, advice, background),
                         classes)
 
 
@@ -138,25 +157,23 @@ def nothing_to_learn(split: str, counts: SplitCounts, classes, background: int |
     return None
 
 
-def _warnings(counts: dict[str, SplitCounts], classes, ignore_index: int, setting: str = "data.ignore_index",
+def _warnings(counts: dict[str, SplitCounts], classes, ignore_index: int, advice: _Advice,
               background: int | None = None) -> list[str]:
     found = []
     for split, split_counts in counts.items():
         if not split_counts.total:
             continue
         if split_counts.values == {0, ignore_index}:
-            fix = (f"map it to class 1 with {setting}" if "value_map" in setting else
-                   f"write the foreground as class id 1, or set {setting} to a value the masks do not use")
             found.append(f"{split}: the masks hold only 0 and {ignore_index}, and {ignore_index} is the ignore index "
-                         f"({'ignore_index' if 'value_map' in setting else setting}): the foreground of such binary "
-                         f"masks is never learnt -- {fix}")
+                         f"({advice.ignore_key}): the foreground of such binary masks is never learnt -- "
+                         f"{advice.binary_fix}")
         share = split_counts.ignored / split_counts.total
-        empty = nothing_to_learn(split, split_counts, classes, background, setting)
+        empty = nothing_to_learn(split, split_counts, classes, background, advice.setting)
         if empty:
             found.append(empty)
         elif share > MOSTLY_IGNORED:
             found.append(f"{split}: {100 * share:.1f}% of the pixels are ignored (value {ignore_index}): little "
-                         f"is left to learn from; check the label values (or {setting})")
+                         f"is left to learn from; check the label values (or {advice.setting})")
     split, first = next(iter(counts.items()), (None, None))
     if first is not None and first.total:
         missing = [f"{index} {name}" for index, name in enumerate(classes) if not first.images[index]]
@@ -179,4 +196,4 @@ def training_split_problem(config, data_root=None) -> str | None:
         label = read_label(sample.label, sample.label_kind, sample.coding)
         counts.add(np.asarray(map_label(label, "custom", False, description)), description.ignore_index)
     return nothing_to_learn(config.data.train_split, counts, description.classes, description.background,
-                            "value_map in " + description.source + ", e.g. {\"255\": 1}")
+                            _description_advice(description.source).setting)

@@ -102,13 +102,13 @@ def pipeline_problem(error: Exception) -> str | None:
         return None
     eager = error.message.partition("Summarized data: ")[2]  # an assertion run eagerly: one value per line
     if eager:
-        text = " ".join(line[2:-1] if line[:2] in ("b'", 'b"') else line for line in eager.splitlines())
-        return re.sub(r"\.\. (\d)", r"..\1", text).replace("( ", "(").replace(" )", ")")
-    match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
-    if match is None:
-        return None
-    text = " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", match.group(1)))
-    return re.sub(r"\.\. (\d)", r"..\1", text).replace("( ", "(").replace(" )", ")")
+        parts = [line[2:-1] if line[:2] in ("b'", 'b"') else line for line in eager.splitlines()]
+    else:
+        match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
+        if match is None:
+            return None
+        parts = [part.strip() for part in re.findall(r"\[([^\]]*)\]", match.group(1))]
+    return re.sub(r"\.\. (\d)", r"..\1", " ".join(parts)).replace("( ", "(").replace(" )", ")")
 
 
 @contextlib.contextmanager
@@ -173,24 +173,27 @@ def _palette_indices(path) -> np.ndarray:
         return np.asarray(image, np.uint8)[..., None]
 
 
+def _custom_mask_types(coding) -> tuple[list[int], str]:
+    """(the PNG colour types a custom dataset's masks may have, what to say is expected instead)."""
+    rgb = f"an RGB colour mask with the colours of {coding.source}"
+    if coding.mask_encoding == "rgb":
+        return [_RGB, _PALETTE], rgb
+    index = "a grayscale or palette PNG of class ids"
+    if coding.mask_encoding == "index":
+        return [_GRAY, _PALETTE], index
+    if coding.colours:
+        return [_GRAY, _PALETTE, _RGB], f"{index}, or {rgb}"
+    return [_GRAY, _PALETTE], f"{index} (RGB colour masks need segmentation_colors in {coding.source})"
+
+
 def _decode_custom_label(data, path, colour_type, coding):
     """A custom dataset's mask -> raw class values: grayscale as is, a palette PNG's own indices (or, with
     ``mask_encoding`` rgb, its colours), an RGB PNG through the declared colours."""
-    checks = []
-    allowed = [_GRAY, _PALETTE] + ([_RGB] if coding.colours else [])
-    if coding.mask_encoding == "index":
-        allowed.remove(_RGB) if _RGB in allowed else None
-    if coding.mask_encoding == "rgb":
-        allowed = [_RGB, _PALETTE]
-    expected = {"index": "a grayscale or palette PNG of class ids",
-                "rgb": f"an RGB colour mask with the colours of {coding.source}"}.get(
-        coding.mask_encoding, "a grayscale or palette PNG of class ids" + (
-            f", or an RGB colour mask with the colours of {coding.source}" if coding.colours else
-            f" (RGB colour masks need segmentation_colors in {coding.source})"))
-    checks.append(tf.debugging.Assert(tf.reduce_any(tf.equal(colour_type, allowed)), [
+    allowed, expected = _custom_mask_types(coding)
+    check = tf.debugging.Assert(tf.reduce_any(tf.equal(colour_type, allowed)), [
         "mask PNG has colour type", colour_type, "(0 grayscale, 2 RGB, 3 palette, 4/6 with alpha); expected",
-        expected + ":", path]))
-    with tf.control_dependencies(checks):
+        expected + ":", path])
+    with tf.control_dependencies([check]):
         data = tf.identity(data)
 
     def colours():
@@ -272,15 +275,9 @@ def label_format_problem(path, kind: str, coding=None) -> str | None:
         return f"{header[24]}-bit PNG, expected an 8-bit class map"
     colour_type = header[25]
     if coding is not None:
-        if colour_type in (_GRAY, _PALETTE) and coding.mask_encoding != "rgb":
+        allowed, expected = _custom_mask_types(coding)
+        if colour_type in allowed:
             return None
-        if colour_type in (_RGB, _PALETTE) and coding.colours and coding.mask_encoding != "index":
-            return None
-        expected = (f"an RGB colour mask with the colours of {coding.source}" if coding.mask_encoding == "rgb"
-                    else "a grayscale or palette PNG of class ids" + (
-                        "" if coding.mask_encoding == "index" else
-                        f", or an RGB colour mask with the colours of {coding.source}" if coding.colours else
-                        f" (RGB colour masks need segmentation_colors in {coding.source})"))
         return f"{_COLOUR_TYPE_NAMES.get(colour_type, colour_type)} PNG, expected {expected}"
     if colour_type == _GRAY or (colour_type == _PALETTE and kind in _PALETTE_KINDS):
         return None

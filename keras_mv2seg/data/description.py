@@ -247,8 +247,8 @@ def read_description(root) -> DatasetDescription:
 
 
 def described(config, data_root=None):
-    """``config`` with a custom dataset's classes and colours (``data.class_names``, ``data.palette``) from the
-    description at its data root (``description.py``); other datasets, or a custom one without a data root here
+    """``config`` with a custom dataset's classes and declared colours (``data.class_names``, ``data.palette``;
+    without colours ``datasets_meta.palette_of`` gives the VOC map) from the description at its data root (``description.py``); other datasets, or a custom one without a data root here
     (predicting from saved weights), unchanged. The model's class count, ignore index and reduce_zero_label
     must agree with the description: an error naming both values otherwise."""
     root = data_root or config.data.data_root
@@ -269,7 +269,4 @@ def described(config, data_root=None):
         if theirs != ours:
             raise ValueError(f"{source} sets {key} {theirs!r} but the config's data.{key} is {ours!r}: pass "
                              f"--cfg-options {key}={theirs!r} (or change the description)")
-    from keras_mv2seg.datasets_meta import voc_palette
-
-    colours = description.colours or tuple(map(tuple, voc_palette(len(classes)).tolist()))
-    return config.replace(class_names=classes, palette=tuple(c for colour in colours for c in colour))
+    return config.replace(class_names=classes, palette=tuple(c for colour in description.colours for c in colour))

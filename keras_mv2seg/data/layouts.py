@@ -213,7 +213,7 @@ def _custom(root: Path, split: str, problems: list[str]) -> list[Sample]:
     if layout == "cvat":
         split_files.setdefault(split, str(root / "ImageSets" / "Segmentation" / f"{split}.txt"))
     ids, id_source = None, ""
-    if split in split_files and (layout == "cvat" or Path(split_files[split]).is_file()):
+    if split in split_files:
         id_source = split_files[split]
         if not Path(id_source).is_file():
             problems.append(f"{id_source}: missing split file of split {split!r}")

@@ -79,8 +79,8 @@ def labels_path(output) -> Path:
 
 
 def labels_text(config) -> str:
-    """One class name per line, line ``i`` naming class id ``i`` (the TFLite/MediaPipe labels-file form)."""
-    return "".join(f"{name}\n" for name in classes_of(config))
+    """The labels file of ``config``'s classes (``saved_model.labels_text``)."""
+    return saved_model_export.labels_text(classes_of(config))
 
 
 def check_request(fmt: str, config, *, quantization: str = "float32", graph_output: str = "labels",

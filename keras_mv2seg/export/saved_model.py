@@ -54,6 +54,11 @@ def _outputs(logits, probabilities: bool):
     return result
 
 
+def labels_text(class_names) -> str:
+    """One class name per line, line ``i`` naming class id ``i`` (the TFLite/MediaPipe labels-file form)."""
+    return "".join(f"{name}\n" for name in class_names)
+
+
 def decode_images(image_bytes):
     """Decode a batch of encoded images of one size to uint8 [B, H, W, 3]; undecodable bytes raise
     InvalidArgumentError naming the problem, images of different sizes cannot be stacked (also an error)."""
@@ -93,7 +98,7 @@ def export_saved_model(model: keras.Model, base_dir, *, version: int = 1, probab
             write_warmup_requests(tmp, model.name, warmup_image)
         if class_names:
             (Path(tmp) / "assets.extra").mkdir(exist_ok=True)
-            (Path(tmp) / "assets.extra" / "labels.txt").write_text("".join(f"{name}\n" for name in class_names))
+            (Path(tmp) / "assets.extra" / "labels.txt").write_text(labels_text(class_names))
 
     return atomic_save(target, save, check)
 

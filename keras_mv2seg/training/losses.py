@@ -50,7 +50,8 @@ class OhemPixelSampler:
             raise ValueError(f"OHEMPixelSampler min_kept must be a positive integer, received {min_kept!r}")
         self.thresh, self.min_kept = thresh, min_kept
 
-    def weights(self, labels, logits, ignore_index, per_pixel_loss=None):
+    def weights(self, labels, logits, ignore_index, per_pixel_loss):
+        """``per_pixel_loss()``: the per-pixel loss to rank by, computed only without ``thresh``."""
         logits, valid = tf.stop_gradient(logits), tf.not_equal(labels, ignore_index)
         kept = self.min_kept * tf.shape(labels)[0]
         if self.thresh is not None:
@@ -63,7 +64,7 @@ class OhemPixelSampler:
             threshold = tf.maximum(floor, tf.cast(self.thresh, probability.dtype))
             chosen = tf.logical_and(valid, probability < threshold)
         else:
-            losses = tf.where(valid, tf.stop_gradient(per_pixel_loss), tf.fill(tf.shape(labels), -np.inf))
+            losses = tf.where(valid, tf.stop_gradient(per_pixel_loss()), tf.fill(tf.shape(labels), -np.inf))
             flat = tf.reshape(losses, [-1])
             top = tf.math.top_k(flat, k=tf.minimum(kept, tf.reduce_sum(tf.cast(valid, tf.int32)))).indices
             chosen = tf.reshape(tf.scatter_nd(top[:, None], tf.ones_like(top, tf.bool), tf.shape(flat)),
@@ -95,8 +96,7 @@ class _SegmentationLoss(keras.losses.Loss):
         """The sampler's per-pixel weights (None without a sampler); the loss it ranks by is this one's."""
         if self.sampler is None:
             return None
-        per_pixel = None if self.sampler.thresh is not None else self.per_pixel(labels, logits)
-        return self.sampler.weights(labels, logits, self.ignore_index, per_pixel)
+        return self.sampler.weights(labels, logits, self.ignore_index, lambda: self.per_pixel(labels, logits))
 
     def per_pixel(self, labels, logits):
         raise NotImplementedError(f"{type(self).__name__} has no per-pixel form for OHEM without thresh")
@@ -281,9 +281,8 @@ class SumOfLosses(keras.losses.Loss):
         labels, logits = _labels(y_true), _logits(y_pred)
         sampler, weights = self.losses[0].sampler, None
         if sampler is not None:  # one set of hard pixels for every loss, ranked by their summed losses
-            per_pixel = None if sampler.thresh is not None else tf.add_n(
-                [loss.per_pixel(labels, logits) for loss in self.losses])
-            weights = sampler.weights(labels, logits, self.losses[0].ignore_index, per_pixel)
+            weights = sampler.weights(labels, logits, self.losses[0].ignore_index, lambda: tf.add_n(
+                [loss.per_pixel(labels, logits) for loss in self.losses]))
         return _as_loss(tf.add_n([loss.loss_weight * loss.reduced(labels, logits, weights) for loss in self.losses]))
 
     def get_config(self):
@@ -292,7 +291,9 @@ class SumOfLosses(keras.losses.Loss):
 
 _BUILDERS = {"CrossEntropyLoss": SegmentationCrossEntropy, "DiceLoss": DiceLoss, "FocalLoss": FocalLoss,
              "TopKPixelLoss": TopKPixelCrossEntropy}
-_IGNORED_KEYS = {"loss_name", "reduction", "activate"}  # mmseg keys with no effect here (mean reduction only)
+# mmseg keys with no effect here at these values (the mean reduction, activation inside the loss); other values
+# are refused
+_NO_OP_KEYS = {"loss_name": None, "reduction": "mean", "activate": True}
 
 
 def _parse(text, key):
@@ -319,12 +320,13 @@ def build_loss(decode_loss="", sampler="", *, ignore_index: int = 255, class_nam
         raise ValueError(f"train.{key} must be a loss dict or a list of them, received {decode_loss!r}")
     losses = []
     for spec in specs:
-        spec = {k: v for k, v in spec.items() if k not in _IGNORED_KEYS}
-        kind = spec.pop("type", None)
+        kind = spec.get("type")
         if kind not in _BUILDERS:
             raise ValueError(f"train.{key} type must be one of {LOSS_TYPES}, received {kind!r}")
-        if spec.get("reduction", "mean") != "mean":
-            raise ValueError(f"train.{key} supports reduction 'mean' only")
+        for name, value in _NO_OP_KEYS.items():
+            if value is not None and spec.get(name, value) != value:
+                raise ValueError(f"train.{key} {kind}: {name} {spec[name]!r} is not supported (only {value!r})")
+        spec = {k: v for k, v in spec.items() if k not in _NO_OP_KEYS and k != "type"}
         weights = spec.get("class_weight")
         if weights is not None and class_names and len(weights) != len(class_names):
             raise ValueError(f"train.{key} class_weight has {len(weights)} values but the model has "

@@ -64,7 +64,7 @@ def config_for_weights(config, path):
     metadata), so a model fine-tuned on a user's own classes is built, scored and exported under them by the
     config it was fine-tuned from. Unchanged for files without class names in their metadata (and for other
     weight formats); a config that names other classes is an error naming both."""
-    metadata = weights_metadata(path) if path and Path(os.fspath(path)).is_file() else None
+    metadata = weights_metadata(path) if path else None
     names = (metadata or {}).get("class_names")
     if not names:
         return config
