@@ -213,6 +213,23 @@ class TrainConfig:
     decode_loss: str = ""
     sampler: str = ""
     aux_loss: str = ""
+    # fine-tuning controls (training/controls.py, training/optimizer.py): the optimizer (sgd: torch SGD; adamw:
+    # torch AdamW, weight_decay decoupled; betas and eps its own), mmengine's paramwise_cfg (JSON: custom_keys
+    # with lr_mult/decay_mult, bias_lr_mult, bias/norm/dwconv/flat_decay_mult), mmseg's frozen_stages (-1 none,
+    # 0 the stem, k the stem and stages 1..k, 7 the whole backbone) and norm_eval (none | backbone | all: batch
+    # norm on its moving statistics), an EMA of the weights (its decay; 0 = off) used for validation, best and
+    # final weights, gradient accumulation (batch_size stays the batch of one update, split in this many
+    # micro-batches) and early stopping on the val mIoU (patience in validations, 0 = off; min_delta in points)
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    paramwise: str = ""
+    frozen_stages: int = -1
+    norm_eval: str = "none"
+    ema_decay: float = 0.0
+    accumulation_steps: int = 1
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.1
 
     def __post_init__(self):
         _choice("train", "sync_batchnorm", self.sync_batchnorm, ("none", "heads", "all"))
@@ -225,6 +242,28 @@ class TrainConfig:
         for name in ("max_iters", "batch_size", "lr", "eval_interval", "checkpoint_interval", "log_interval",
                      "startup_timeout_s"):
             _positive("train", name, getattr(self, name))
+        _choice("train", "optimizer", self.optimizer, ("sgd", "adamw"))
+        _choice("train", "norm_eval", self.norm_eval, ("none", "backbone", "all"))
+        if not all(0.0 <= beta < 1.0 for beta in self.betas) or self.eps <= 0:
+            raise ValueError(f"train.betas must be two numbers in [0, 1) and train.eps > 0, received "
+                             f"{self.betas!r}, {self.eps!r}")
+        if not -1 <= self.frozen_stages <= 7:
+            raise ValueError(f"train.frozen_stages must be from -1 (none) to 7 (the whole backbone), received "
+                             f"{self.frozen_stages!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0: no EMA; mmengine's EMAHook momentum m is "
+                             f"ema_decay = 1 - m), received {self.ema_decay!r}")
+        if self.accumulation_steps < 1 or self.batch_size % self.accumulation_steps:
+            raise ValueError(f"train.accumulation_steps must be an int >= 1 that divides train.batch_size "
+                             f"({self.batch_size}, the batch of one update), received {self.accumulation_steps!r}")
+        if self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
+            raise ValueError(f"train.early_stopping_patience (validations; 0 = off) and "
+                             f"train.early_stopping_min_delta (mIoU points) must be >= 0, received "
+                             f"{self.early_stopping_patience!r}, {self.early_stopping_min_delta!r}")
+        if self.paramwise:
+            from keras_mv2seg.training.controls import parse_paramwise
+
+            parse_paramwise(self.paramwise)
         if self.decode_loss or self.sampler or self.aux_loss:  # checked here, before anything runs
             from keras_mv2seg.training.losses import build_loss
 
@@ -284,7 +323,7 @@ class Config:
 
 
 _SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
-_JSON_FIELDS = {"train.decode_loss", "train.sampler", "train.aux_loss"}
+_JSON_FIELDS = {"train.decode_loss", "train.sampler", "train.aux_loss", "train.paramwise"}
 
 
 def _typed(key: str, value, annotation: str):

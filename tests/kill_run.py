@@ -3,7 +3,8 @@
     python tests/kill_run.py CONFIG_FILE WORK_DIR POINT
 POINT: best_tmp (best weights half written), before_metrics (best weights and best.json written, the
 metrics line not yet), summary_tmp (summary temporary written, not yet renamed), checkpoint (right after the
-second checkpoint).
+second checkpoint), micro_batch (at the fifth micro-batch of a run with train.accumulation_steps 2: mid-way
+through its third update, after the second checkpoint).
 """
 
 import os
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.training import trainer  # noqa: E402
@@ -50,9 +53,17 @@ def main(config_file, work_dir, point):
         if point == "checkpoint" and len(saves) == 2:
             die()
 
+    class MidAccumulation(keras.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            if point == "micro_batch" and self.batches == 5:
+                die()
+
     trainer._atomic_weights, trainer._append_line, trainer._atomic_text = weights, append, text
     trainer._Run.save_checkpoint = save
-    trainer.train(config, work_dir, verbose=0)
+    trainer.train(config, work_dir, verbose=0, callbacks=[MidAccumulation()])
 
 
 if __name__ == "__main__":

@@ -231,6 +231,25 @@ def _activate(x, activation: str | None, name: str):
     return keras.layers.ReLU(max_value=6.0 if activation == "relu6" else None, name=name)(x)
 
 
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' batch norm with one more training mode: ``use_moving_statistics`` normalises by the moving
+    statistics during training too and leaves them as they are, while gamma and beta still train -- mmseg's
+    ``norm_eval`` (a ``_BatchNorm`` in ``eval()`` mode) and the official DeepLab's ``fine_tune_batch_norm=False``.
+    (``trainable = False`` freezes gamma and beta as well.) Set before the training step is traced
+    (``training.controls.set_norm_eval``)."""
+
+    def __init__(self, *args, use_moving_statistics: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.use_moving_statistics = bool(use_moving_statistics)
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False if self.use_moving_statistics else training, mask=mask)
+
+    def get_config(self):
+        return {**super().get_config(), "use_moving_statistics": self.use_moving_statistics}
+
+
 def conv_bn_act(
     x,
     filters: int | None,
@@ -266,7 +285,7 @@ def conv_bn_act(
             filters, kernel_size, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False,
             kernel_initializer=init.conv(role, kernel_size, filters), name=f"{name}_conv",
         )(x)
-    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
+    x = BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{name}_bn")(x)
     return _activate(x, activation, f"{name}_act")
 
 

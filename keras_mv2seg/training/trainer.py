@@ -5,8 +5,8 @@ Work dir layout::
     config.json          the resolved config; a re-run with a different config is refused
     checkpoints/         weights + optimizer state + iteration (tf.train.CheckpointManager, atomic)
     metrics.jsonl        one line per validation: iteration, mIoU, aAcc, mAcc
-    best.weights.h5      training-model weights with the best validation mIoU
-    final.weights.h5     weights at the end of the schedule
+    best.weights.h5      training-model weights with the best validation mIoU (the EMA weights with train.ema_decay)
+    final.weights.h5     weights at the end of the schedule (or of an early stop; EMA weights likewise)
     logs/                TensorBoard scalars (losses, lr, images/s, validation metrics)
     summary.json         iterations, last and best mIoU, wall time, images/s
 
@@ -34,6 +34,7 @@ from keras_mv2seg.data.description import described
 from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
+from keras_mv2seg.training.controls import averaged_weights, early_stop
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
 from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
@@ -61,6 +62,15 @@ def _append_line(path: Path, line: str):
 
 
 
+def _seed_states(model: keras.Model) -> tf.Module:
+    """The states of the model's random generators (dropout's), for the checkpoint: without them a resumed run
+    draws its dropout masks anew and parts from the uninterrupted run."""
+    holder = tf.Module()
+    holder.states = [layer.seed_generator.state.value for layer in model.layers
+                     if getattr(layer, "seed_generator", None) is not None]
+    return holder
+
+
 class _Monitor(keras.callbacks.Callback):
     """Adds lr and images/s to the logs (progress bar, TensorBoard), stops on a non-finite loss, and runs
     checkpointing and validation at their intervals."""
@@ -77,17 +87,19 @@ class _Monitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
-        iteration = int(self.run.optimizer.iterations.numpy())
-        logs["lr"] = float(self.run.schedule(iteration - 1))
-        logs["images_per_s"] = self.run.global_batch / max(elapsed, 1e-9)
-        self.run.images_seen += self.run.global_batch
+        iteration = int(self.run.optimizer.iterations.numpy())  # optimizer updates (micro-batches / accumulation)
+        micro = self.run.micro_steps
+        self.run.micro_batches += 1
+        logs["lr"] = float(self.run.schedule(max(iteration - 1, 0) * micro))  # the schedule counts micro-batches
+        logs["images_per_s"] = self.run.micro_batch / max(elapsed, 1e-9)
+        self.run.images_seen += self.run.micro_batch
         self.run.step_seconds += elapsed
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.failed_at = iteration
+            self.failed_at = iteration + (self.run.micro_batches % micro != 0)  # the update it belongs to
             self.model.stop_training = True
             return
-        if iteration % self.run.config.train.log_interval == 0:
+        if self.run.micro_batches % micro == 0 and iteration % self.run.config.train.log_interval == 0:
             self.run.scalars(iteration, {k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
 
     def on_epoch_end(self, epoch, logs=None):
@@ -96,10 +108,17 @@ class _Monitor(keras.callbacks.Callback):
         iteration = int(self.run.optimizer.iterations.numpy())
         train = self.run.config.train
         done = iteration >= train.max_iters
-        if iteration % train.checkpoint_interval == 0 or done:
+        saved = iteration % train.checkpoint_interval == 0 or done
+        if saved:
             self.run.save_checkpoint(iteration)
         if iteration % train.eval_interval == 0 or done:
             self.run.validate(iteration)
+            stop = self.run.early_stop()
+            if stop is not None:
+                self.run.log(f"early stopping at iteration {iteration}: {stop['reason']}")
+                if not saved:  # the stopped run's state, so that the same command finds it finished
+                    self.run.save_checkpoint(iteration)
+                self.model.stop_training = True
 
 
 class _Run:
@@ -108,10 +127,14 @@ class _Run:
         self.data_root = resolve_data_root(config, data_root) if needs_data_root(config) else data_root
         self.strategy = strategy or make_strategy(config.train.distribution, config.train.startup_timeout_s)
         self.chief = is_chief(self.strategy)
-        self.global_batch = config.train.batch_size
-        if self.global_batch % self.strategy.num_replicas_in_sync:
-            raise ValueError(f"train.batch_size {self.global_batch} is not divisible by the "
-                             f"{self.strategy.num_replicas_in_sync} replicas")
+        self.global_batch = config.train.batch_size  # the batch of one optimizer update
+        self.micro_steps = config.train.accumulation_steps
+        self.micro_batch = self.global_batch // self.micro_steps  # the batch of one forward/backward pass
+        if self.micro_batch % self.strategy.num_replicas_in_sync:
+            raise ValueError(f"train.batch_size {self.global_batch} / train.accumulation_steps {self.micro_steps} "
+                             f"= {self.micro_batch} is not divisible by the {self.strategy.num_replicas_in_sync} "
+                             "replicas")
+        self.micro_batches = 0
         self.images_seen = 0
         self.step_seconds = 0.0
         self.schedule = recipe_schedule(config.train)
@@ -134,7 +157,8 @@ class _Run:
                 self.model = build_segmenter(self.config, auxiliary=self.config.model.aux_channels > 0)
                 set_sync_batchnorm(self.model, self.config.train.sync_batchnorm)
                 self.optimizer = compile_model(self.model, self.config, self.schedule)  # one schedule object
-                self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+                self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                                      seeds=_seed_states(self.model))
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
         directory = self.work_dir / "checkpoints"
@@ -145,7 +169,12 @@ class _Run:
     def restore(self) -> int:
         latest = tf.train.latest_checkpoint(str(self.work_dir / "checkpoints"))
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            if any(name.startswith("seeds/") for name, _ in tf.train.list_variables(latest)):
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            else:  # written before checkpoints held the dropout draws' state
+                tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(
+                    latest).assert_existing_objects_matched()
+                self.log(f"{latest} holds no dropout generator state (an older checkpoint): dropout draws restart")
             iteration = int(self.optimizer.iterations.numpy())
             self.log(f"resumed from {latest} at iteration {iteration}")
             return iteration
@@ -163,22 +192,30 @@ class _Run:
         """Score the model on the val split and record it. Crash-safe order: the best weights (atomic replace)
         and ``best.json`` first, then the metrics line -- so a metrics line never reports a best whose weights
         are missing; a run killed in between re-validates this iteration when resumed (:meth:`repair`)."""
-        result = evaluate(inference_model(self.model), self.config, "val", self.data_root)
-        record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
-        self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
-        recorded = self.history()
-        history = [r for r in recorded if r["iteration"] != iteration]
-        best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
-        if self.chief:
-            if math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
+        with averaged_weights(self.model, self.optimizer):  # the EMA weights, when train.ema_decay keeps them
+            result = evaluate(inference_model(self.model), self.config, "val", self.data_root)
+            record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
+            self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
+            recorded = self.history()
+            history = [r for r in recorded if r["iteration"] != iteration]
+            best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
+            if self.chief and math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
                 _atomic_weights(self.model, self.work_dir / "best.weights.h5", self.config)
                 _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
+        if self.chief:
             if len(history) != len(recorded):  # re-validation of a recorded iteration: replace its line
                 write_records(self.metrics_file, history + [record])
             else:
                 _append_line(self.metrics_file, json.dumps(record))
         self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
                  f"mAcc {100 * record['mAcc']:.2f}")
+
+    def early_stop(self) -> dict | None:
+        """The validation at which ``train.early_stopping_patience`` stops the run, from the recorded history
+        (so a resumed run decides as the uninterrupted one did); None to go on."""
+        train = self.config.train
+        stop = early_stop(self.history(), train.early_stopping_patience, train.early_stopping_min_delta)
+        return stop if stop is not None and stop["iteration"] < train.max_iters else None  # not at the end
 
     def history(self) -> list[dict]:
         """The metrics lines; a last line cut short by a crash is dropped (and removed by :meth:`repair`)."""
@@ -218,7 +255,7 @@ class _Run:
 
 
 def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1,
-          resume_from: str | None = None) -> dict:
+          resume_from: str | None = None, callbacks=()) -> dict:
     """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
     ``<work_dir>/summary.json``.
 
@@ -229,7 +266,14 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     ``resume_from`` (``ckpt-N``, a checkpoint of this work dir) continues from that checkpoint rather than the
     latest one, e.g. after a non-finite loss: later checkpoints and metrics lines are moved aside (kept, not
     replayed), and the settings in :data:`RECOVERY_FIELDS` (the learning rate among them) may differ from the
-    recorded config (the change is logged in ``config_changes.jsonl``)."""
+    recorded config (the change is logged in ``config_changes.jsonl``).
+
+    ``callbacks`` (Keras callbacks) are passed to ``model.fit`` after the trainer's own; its batches are
+    micro-batches under ``train.accumulation_steps``, its epochs the spans between checkpoints/validations,
+    and ``self.model.optimizer.iterations`` counts optimizer updates. With ``train.ema_decay`` the validation,
+    ``best.weights.h5`` and ``final.weights.h5`` hold the moving average of the weights (checkpoints hold both);
+    with ``train.early_stopping_patience`` the run stops at the validation that ends its patience (recorded in
+    the summary's ``stopped_early``), its best weights kept."""
     if config.data.dataset == "custom":
         if not config.data.class_names:  # the tools describe it already
             config = described(config, data_root)  # its classes, checked against the model
@@ -253,15 +297,17 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
                          "boundaries; was the config changed?")
     monitor = _Monitor(run)
     began = time.perf_counter()
-    if start < train_cfg.max_iters:
-        dataset = training_data(config, run.data_root, batch_size=run.global_batch, seed=seed,
+    stopped = run.early_stop()
+    if start < train_cfg.max_iters and stopped is None:
+        # micro-batches of one update in a row: the samples of iteration i are those of the unaccumulated run
+        dataset = training_data(config, run.data_root, batch_size=run.micro_batch, seed=seed,
                                 start_sample=start * run.global_batch)
         dataset = dataset.map(with_targets(run.model))
         try:
             with data_errors_named():
                 fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk,
-                    initial_epoch=start // chunk, steps_per_epoch=chunk, callbacks=[monitor], shuffle=False,
-                    verbose=verbose if run.chief else 0)
+                    initial_epoch=start // chunk, steps_per_epoch=chunk * run.micro_steps,
+                    callbacks=[monitor, *callbacks], shuffle=False, verbose=verbose if run.chief else 0)
         except tf.errors.InvalidArgumentError as error:
             first = error.message.strip().splitlines()[0]
             if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
@@ -291,9 +337,11 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         "train_images_per_s": round(run.images_seen / run.step_seconds, 2) if run.step_seconds else None,
         "replicas": run.strategy.num_replicas_in_sync,
         "seed": seed,
+        "stopped_early": run.early_stop(),
     }
     if run.chief:
-        _atomic_weights(run.model, work_dir / "final.weights.h5", config)
+        with averaged_weights(run.model, run.optimizer):
+            _atomic_weights(run.model, work_dir / "final.weights.h5", config)
         _atomic_text(work_dir / "summary.json", json.dumps(summary, indent=2))
     run.log(json.dumps(summary))
     return summary
