@@ -256,8 +256,6 @@ def test_class_weights_of_the_wrong_length_list_the_classes():
 
 def test_controls_from_the_command_line(tmp_path):
     """--cfg-options reaches every control (a short run of the CLI: the tool parses, validates and trains)."""
-    from keras_mv2seg.cli import config_from_args  # noqa: F401 - the tool's own parser below
-
     command = [sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(tmp_path / "run"),
                "--max-iters", "1", "--quiet", "--cfg-options", "optimizer=adamw", "lr=0.0001", "weight_decay=0.01",
                "frozen_stages=1", "norm_eval=backbone", "ema_decay=0.99", "accumulation_steps=2",
@@ -267,6 +265,7 @@ def test_controls_from_the_command_line(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["optimizer"] == "adamw" and saved["accumulation_steps"] == 2 and saved["frozen_stages"] == 1
     assert json.loads(saved["paramwise"]) == {"custom_keys": {"head": {"lr_mult": 10}}}
+    command[4] = str(tmp_path / "bad")
     bad = subprocess.run(command[:-2] + ['paramwise={"custom_keys": {"fpn": {"lr_mult": 2}}}'], capture_output=True,
                          text=True, cwd=ROOT, timeout=600)
     assert bad.returncode != 0 and "'fpn'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,6 +1,6 @@
 """Segmentation losses with an ignore label, each equal to its reference: mmseg 1.2.2's ``CrossEntropyLoss``
 (``class_weight``, ``avg_non_ignore``, ``use_sigmoid`` for one-class models), ``OHEMPixelSampler``, ``DiceLoss``,
-``FocalLoss`` and a weighted list of them (``loss_decode``); the official DeepLab's ``top_k_percent_pixels``.
+``FocalLoss``, ``LovaszLoss`` and a weighted list of them (``loss_decode``); the official DeepLab's ``top_k_percent_pixels``.
 
 Every loss is a ``keras.losses.Loss`` a plain ``model.fit`` user can pass (``y_true`` int [B, H, W], ``y_pred``
 logits [B, H, W, C]); :func:`build_loss` makes one from mmseg's own config syntax (the ``train.decode_loss`` and
@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-LOSS_TYPES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "TopKPixelLoss")
+LOSS_TYPES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "TopKPixelLoss")
 SAMPLER_TYPES = ("OHEMPixelSampler",)
 
 
@@ -267,6 +267,94 @@ class FocalLoss(_SegmentationLoss):
         return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha, "class_weight": self.class_weight}
 
 
+def _lovasz_gradient(foreground_sorted):
+    """Lovász extension's gradient of the Jaccard loss along each row of sorted foreground indicators (the
+    Lovász-softmax paper's Alg. 1, as mmseg's ``lovasz_grad``)."""
+    total = tf.reduce_sum(foreground_sorted, -1, keepdims=True)
+    intersection = total - tf.cumsum(foreground_sorted, -1)
+    union = total + tf.cumsum(1.0 - foreground_sorted, -1)  # >= 1 from the first element on
+    jaccard = 1.0 - intersection / union
+    return tf.concat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], -1)
+
+
+@keras.saving.register_keras_serializable(package="keras_mv2seg")
+class LovaszLoss(_SegmentationLoss):
+    """mmseg 1.2.2's ``LovaszLoss``: ``multi_class`` (Lovász-softmax on the softmax probabilities: per class, the
+    errors ``|fg - p_c|`` sorted in decreasing order dotted with the Lovász gradient of the sorted foreground,
+    averaged over ``classes`` -- ``present`` in the labels, ``all``, or a list -- each times its ``class_weight``)
+    or ``binary`` (Lovász hinge on one logit per pixel, ``relu(1 - logit * sign)``); over the whole batch's
+    non-ignored pixels, or with ``per_image`` per image and then the mean (``reduction`` ``mean``) or sum. The
+    ignored pixels are sorted last with zero error instead of being removed, which leaves every other term as
+    it is and keeps shapes static (XLA)."""
+
+    def __init__(self, ignore_index: int = 255, loss_type: str = "multi_class", classes="present",
+                 per_image: bool = False, reduction=None, class_weight=None, loss_weight: float = 1.0,
+                 name: str = "lovasz_loss", **kwargs):
+        if loss_type not in ("multi_class", "binary"):
+            raise ValueError(f"LovaszLoss loss_type must be 'multi_class' or 'binary', received {loss_type!r}")
+        if not (classes in ("present", "all") or (isinstance(classes, (list, tuple))
+                                                   and all(isinstance(c, int) for c in classes))):
+            raise ValueError(f"LovaszLoss classes must be 'present', 'all' or a list of class ids, received {classes!r}")
+        allowed = ("mean", "sum") if per_image else ("none",)  # mmseg asserts 'none' without per_image
+        reduction = reduction if reduction is not None else allowed[0]
+        if reduction not in allowed:
+            raise ValueError(f"LovaszLoss reduction must be one of {allowed} with per_image={bool(per_image)} "
+                             f"(as mmseg), received {reduction!r}")
+        super().__init__(name, ignore_index, loss_weight, None, **kwargs)
+        self.loss_type, self.per_image, self.image_reduction = loss_type, bool(per_image), reduction
+        self.classes = list(classes) if isinstance(classes, (list, tuple)) else classes
+        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
+
+    def _softmax_rows(self, probabilities, labels, valid):
+        """[R, P, C] probabilities, [R, P] labels and valid mask -> [R] losses (mmseg's lovasz_softmax_flat)."""
+        classes = probabilities.shape[-1]
+        dtype = probabilities.dtype
+        ids = tf.range(classes)
+        foreground = tf.cast(tf.equal(labels[..., None], ids), dtype) * valid[..., None]  # [R, P, C]
+        single = classes == 1  # mmseg: a one-channel output is the foreground probability of class 0
+        errors = tf.abs(foreground - probabilities) if not single else tf.abs(foreground - probabilities[..., :1])
+        errors = tf.where(valid[..., None] > 0, errors, -tf.ones_like(errors))  # ignored: sorted last
+        errors, foreground = tf.transpose(errors, [0, 2, 1]), tf.transpose(foreground, [0, 2, 1])  # [R, C, P]
+        order = tf.argsort(errors, axis=-1, direction="DESCENDING", stable=True)
+        errors_sorted = tf.nn.relu(tf.gather(errors, order, batch_dims=2))
+        per_class = tf.reduce_sum(errors_sorted * _lovasz_gradient(tf.gather(foreground, order, batch_dims=2)), -1)
+        if self.class_weight is not None:
+            per_class *= tf.constant(self.class_weight, dtype)
+        if self.classes == "present":
+            chosen = tf.cast(tf.reduce_sum(foreground, -1) > 0, dtype)
+        elif self.classes == "all":
+            chosen = tf.ones_like(per_class)
+        else:
+            chosen = tf.broadcast_to(tf.reduce_sum(tf.one_hot(self.classes, classes, dtype=dtype), 0), tf.shape(per_class))
+        return tf.math.divide_no_nan(tf.reduce_sum(per_class * chosen, -1), tf.reduce_sum(chosen, -1))
+
+    def _hinge_rows(self, logits, labels, valid):
+        """[R, P] logits, labels in {0, 1} and valid mask -> [R] losses (mmseg's lovasz_hinge_flat)."""
+        dtype = logits.dtype
+        foreground = tf.cast(tf.equal(labels, 1), dtype) * valid
+        errors = 1.0 - logits * (2.0 * foreground - 1.0)
+        errors = tf.where(valid > 0, errors, tf.fill(tf.shape(errors), tf.constant(-np.inf, dtype)))
+        order = tf.argsort(errors, axis=-1, direction="DESCENDING", stable=True)
+        errors_sorted = tf.nn.relu(tf.gather(errors, order, batch_dims=1))
+        return tf.reduce_sum(errors_sorted * _lovasz_gradient(tf.gather(foreground, order, batch_dims=1)), -1)
+
+    def reduced(self, labels, logits, weights):
+        classes = logits.shape[-1]
+        rows = tf.shape(logits)[0] if self.per_image else 1
+        valid = tf.reshape(tf.cast(tf.not_equal(labels, self.ignore_index), logits.dtype), [rows, -1])
+        flat_labels = tf.reshape(labels, [rows, -1])
+        if self.loss_type == "binary":
+            losses = self._hinge_rows(tf.reshape(logits, [rows, -1]), flat_labels, valid)
+        else:
+            probabilities = tf.reshape(tf.nn.softmax(logits, axis=-1), [rows, -1, classes])
+            losses = self._softmax_rows(probabilities, flat_labels, valid)
+        return tf.reduce_sum(losses) if self.image_reduction == "sum" else tf.reduce_mean(losses)
+
+    def get_config(self):
+        return {**super().get_config(), "loss_type": self.loss_type, "classes": self.classes,
+                "per_image": self.per_image, "reduction": self.image_reduction, "class_weight": self.class_weight}
+
+
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
 class SumOfLosses(keras.losses.Loss):
     """mmseg's list ``loss_decode``: the sum of several losses, each with its own ``loss_weight``; a sampler's
@@ -290,7 +378,7 @@ class SumOfLosses(keras.losses.Loss):
 
 
 _BUILDERS = {"CrossEntropyLoss": SegmentationCrossEntropy, "DiceLoss": DiceLoss, "FocalLoss": FocalLoss,
-             "TopKPixelLoss": TopKPixelCrossEntropy}
+             "LovaszLoss": LovaszLoss, "TopKPixelLoss": TopKPixelCrossEntropy}
 # mmseg keys with no effect here at these values (the mean reduction, activation inside the loss); other values
 # are refused
 _NO_OP_KEYS = {"loss_name": None, "reduction": "mean", "activate": True}
@@ -324,9 +412,12 @@ def build_loss(decode_loss="", sampler="", *, ignore_index: int = 255, class_nam
         if kind not in _BUILDERS:
             raise ValueError(f"train.{key} type must be one of {LOSS_TYPES}, received {kind!r}")
         for name, value in _NO_OP_KEYS.items():
+            if kind == "LovaszLoss" and name == "reduction":
+                continue  # its own: 'none' over the batch, 'mean' or 'sum' over images (checked by the class)
             if value is not None and spec.get(name, value) != value:
                 raise ValueError(f"train.{key} {kind}: {name} {spec[name]!r} is not supported (only {value!r})")
-        spec = {k: v for k, v in spec.items() if k not in _NO_OP_KEYS and k != "type"}
+        spec = {k: v for k, v in spec.items() if (k not in _NO_OP_KEYS or (kind, k) == ("LovaszLoss", "reduction"))
+                and k != "type"}
         weights = spec.get("class_weight")
         if weights is not None and class_names and len(weights) != len(class_names):
             raise ValueError(f"train.{key} class_weight has {len(weights)} values but the model has "

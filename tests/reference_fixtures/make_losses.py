@@ -1,5 +1,5 @@
 """Made by the reference: values and gradients (with respect to the logits) of mmseg 1.2.2's loss modules and
-OHEM sampler, in float64, on fixed logits and labels (two shapes, ignored pixels, classes absent from the
+OHEM sampler (and LovaszLoss), in float64, on fixed logits and labels (two shapes, ignored pixels, classes absent from the
 labels). Written to ``losses.npz`` (inputs, and per case ``<case>/value`` and ``<case>/grad``, NCHW) and
 ``losses.json`` (each case's mmseg config) beside this script; tests/test_losses.py compares
 ``keras_mv2seg.training.losses.build_loss`` of the same config with them. Run from the checkout with the
@@ -11,6 +11,8 @@ reference kit's python:
 Where mmseg 1.2.2 cannot compute a case its way, the case says what was computed instead:
 * ``class_weight`` with ignored pixels raises IndexError in mmseg's ``cross_entropy`` (it indexes the weights by
   the ignore label), so the class-weighted cases have no ignored pixels;
+* ``LovaszLoss`` computes its Lovász gradient in float32 (``lovasz_grad`` calls ``.float()``; float64 logits
+  fail in ``torch.dot``), so its cases run in float32 (the tests compare to 1e-5 all the same);
 * ``FocalLoss`` on the CPU takes one-hot column ``num_classes`` instead of ``[:num_classes]``, so the focal cases
   call mmseg's own ``py_sigmoid_focal_loss`` with the one-hot labels its GPU path builds.
 """
@@ -62,6 +64,15 @@ CASES = {  # case -> (inputs, decode_loss, sampler)
     "focal": ("a", {"type": "FocalLoss"}, None),
     "focal_class_weight": ("b", {"type": "FocalLoss", "gamma": 1.5, "alpha": 0.25,
                                  "class_weight": [1.0, 2.0, 0.5]}, None),
+    "lovasz_present": ("a", {"type": "LovaszLoss", "reduction": "none"}, None),
+    "lovasz_all_per_image": ("b", {"type": "LovaszLoss", "classes": "all", "per_image": True}, None),
+    "lovasz_classes_weighted": ("a", {"type": "LovaszLoss", "classes": [0, 2, 4], "reduction": "none",
+                                      "class_weight": [0.5, 1.0, 2.0, 1.5, 0.8], "loss_weight": 0.7}, None),
+    "lovasz_binary": ("bin", {"type": "LovaszLoss", "loss_type": "binary", "reduction": "none"}, None),
+    "lovasz_binary_per_image": ("bin", {"type": "LovaszLoss", "loss_type": "binary", "per_image": True,
+                                        "reduction": "sum"}, None),
+    "ce_plus_lovasz": ("a", [{"type": "CrossEntropyLoss"}, {"type": "LovaszLoss", "reduction": "none",
+                                                            "loss_weight": 0.5}], None),
     "bce_one_class": ("bin", {"type": "CrossEntropyLoss", "use_sigmoid": True}, None),
     "bce_one_class_avg": ("bin", {"type": "CrossEntropyLoss", "use_sigmoid": True, "avg_non_ignore": True}, None),
 }
@@ -89,7 +100,9 @@ def main():
     binary["bin/labels"][np.random.default_rng(4).random((2, 6, 8)) < 0.2] = IGNORE
     arrays.update(binary)
     for case, (name, decode, sampler_spec) in CASES.items():
-        logits = torch.tensor(arrays[f"{name}/logits"], dtype=torch.float64, requires_grad=True)
+        lovasz = any(spec["type"] == "LovaszLoss" for spec in (decode if isinstance(decode, list) else [decode]))
+        dtype = torch.float32 if lovasz else torch.float64  # mmseg's lovasz_grad casts to float32 (float64 fails)
+        logits = torch.tensor(arrays[f"{name}/logits"], dtype=dtype, requires_grad=True)
         labels = torch.tensor(arrays[f"{name}/labels"], dtype=torch.long)
         specs = decode if isinstance(decode, list) else [decode]
         if specs[0]["type"] == "FocalLoss":
@@ -104,8 +117,8 @@ def main():
                 weight = sampler.sample(logits, labels.unsqueeze(1))
             value = sum(module(logits, labels, weight=weight, ignore_index=IGNORE) for module in modules)
         value.backward()
-        arrays[f"{case}/value"] = value.detach().numpy()
-        arrays[f"{case}/grad"] = logits.grad.numpy()
+        arrays[f"{case}/value"] = value.detach().double().numpy()
+        arrays[f"{case}/grad"] = logits.grad.double().numpy()
     np.savez_compressed(HERE / "losses.npz", **arrays)
     (HERE / "losses.json").write_text(json.dumps({
         "made_with": f"mmsegmentation 1.2.2, torch {torch.__version__} (CPU), float64",
