@@ -19,6 +19,8 @@ RUNS = {
                         "--iters", "1", "--warmup", "1", "--train-iters", "2", "--no-reference"],
     "bench_learning_curve.py": ["--seeds", "0", "--max-iters", "2", "--work-root", "work_dirs/curve",
                                 "--no-reference"],
+    "bench_imbalance.py": ["--losses", "ce", "ohem", "--seeds", "0", "--max-iters", "2", "--work-root",
+                           "work_dirs/imbalance", "--no-reference"],
     "export_quality.py": ["--heads", "fcn", "--max-iters", "2", "--calibration", "2", "--paths",
                           "onnxruntime:float32"],
     "profile_runtime.py": ["--head", "fcn", "--size", "64x64", "--runtime", "onnxruntime", "--iters", "1",

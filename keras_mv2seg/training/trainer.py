@@ -4,7 +4,7 @@ Work dir layout::
 
     config.json          the resolved config; a re-run with a different config is refused
     checkpoints/         weights + optimizer state + iteration (tf.train.CheckpointManager, atomic)
-    metrics.jsonl        one line per validation: iteration, mIoU, aAcc, mAcc
+    metrics.jsonl        one line per validation: iteration, mIoU, aAcc, mAcc, per-class IoU
     best.weights.h5      training-model weights with the best validation mIoU (the EMA weights with train.ema_decay)
     final.weights.h5     weights at the end of the schedule (or of an early stop; EMA weights likewise)
     logs/                TensorBoard scalars (losses, lr, images/s, validation metrics)
@@ -196,6 +196,7 @@ class _Run:
             result = evaluate(inference_model(self.model), self.config, "val", self.data_root)
             record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
             self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
+            record["IoU"] = [float(v) if math.isfinite(v) else None for v in result["IoU"]]  # per class; None: absent
             recorded = self.history()
             history = [r for r in recorded if r["iteration"] != iteration]
             best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)

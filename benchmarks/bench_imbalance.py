@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Losses for imbalanced data against the PyTorch reference: the `toy` recipe trained with plain cross-entropy,
+class-weighted cross-entropy, OHEM and cross-entropy + Dice, by this project (``tools/train.py toy --cfg-options
+decode_loss=... sampler=...``) and by mmseg 1.2.2 (``../shared/reference/train_toy.py`` with ``DECODE_LOSS`` /
+``SAMPLER``, the same JSON), alternately, per seed. The toy data has rare classes: class 11 ("person") covers
+0.4 % of the training pixels and class 8 ("vegetation") 2 %; the table prints their IoU and the mIoU at every
+validation (100/200/300) side by side, and the mean over seeds.
+
+    python benchmarks/bench_imbalance.py [--losses ce class_weight ohem ce_dice] [--seeds 0 1]
+        [--work-root work_dirs/imbalance] [--max-iters 300] [--rare 11 8] [--reference-python PY] [--no-reference]
+
+The class weights are median-frequency balancing of the toy training labels (``w_c = median(f) / f_c`` over the
+classes present, capped at 10; absent classes 1). mmseg 1.2.2 cannot train class-weighted cross-entropy on data
+with ignored pixels (its ``cross_entropy`` indexes the weights by the ignore label: IndexError; the toy labels
+have 6 % ignored pixels), so that row is this project's only. Each run has its own work dir (a finished run is
+read back, so the command resumes); runs take minutes each on a CPU.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSES = {  # name -> (decode_loss, sampler), mmseg's syntax on both sides
+    "ce": ({"type": "CrossEntropyLoss"}, None),
+    "class_weight": ("CLASS_WEIGHTED", None),
+    "ohem": ({"type": "CrossEntropyLoss"}, {"type": "OHEMPixelSampler", "thresh": 0.7, "min_kept": 10000}),
+    "ce_dice": ([{"type": "CrossEntropyLoss", "loss_weight": 1.0},
+                 {"type": "DiceLoss", "use_sigmoid": False, "loss_weight": 3.0}], None),
+}
+REFERENCE_CANNOT = {"class_weight": "mmseg 1.2.2 raises IndexError for class_weight with ignored pixels"}
+
+
+def median_frequency_weights(data_root: Path, classes: int = 19, cap: float = 10.0) -> list[float]:
+    from PIL import Image
+
+    counts = np.zeros(256, np.int64)
+    for path in sorted((data_root / "gtFine" / "train").glob("*/*_labelTrainIds.png")):
+        counts += np.bincount(np.asarray(Image.open(path)).ravel(), minlength=256)
+    frequency = counts[:classes] / counts[:classes].sum()
+    present = frequency > 0
+    median = np.median(frequency[present])
+    return [round(float(min(median / f, cap)), 4) if f > 0 else 1.0 for f in frequency]
+
+
+def ours(decode, sampler, seed, work, max_iters):
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "summary.json").is_file():
+        options = [f"eval_interval={min(100, max_iters)}", f"decode_loss={json.dumps(decode)}"]
+        options += [f"sampler={json.dumps(sampler)}"] if sampler else []
+        command = [sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed",
+                   str(seed), "--quiet", "--max-iters", str(max_iters), "--cfg-options", *options]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["iteration"]: {"mIoU": 100 * r["mIoU"], "IoU": [None if v is None else 100 * v for v in r["IoU"]]}
+            for r in records}
+
+
+def theirs(reference, decode, sampler, seed, work, data_root, max_iters):
+    work = Path(work).resolve()
+    result = work / "result.json"
+    if not result.is_file():
+        env = {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters)), "DECODE_LOSS": json.dumps(decode)}
+        if sampler:
+            env["SAMPLER"] = json.dumps(sampler)
+        command = [str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    data = json.loads(result.read_text())
+    return {int(k): {"mIoU": float(v), "IoU": data["IoU"][k]} for k, v in data["mIoU"].items()}
+
+
+def cell(curve, step, rare):
+    if step not in curve:
+        return "-"
+    values = [curve[step]["IoU"][c] for c in rare]
+    return " / ".join("  nan" if v is None else f"{v:5.1f}" for v in values) + f" | {curve[step]['mIoU']:5.1f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--losses", nargs="+", choices=tuple(LOSSES), default=list(LOSSES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--work-root", default="work_dirs/imbalance")
+    parser.add_argument("--max-iters", type=int, default=300)
+    parser.add_argument("--rare", nargs="+", type=int, default=[11, 8], help="the classes whose IoU is printed")
+    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
+    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
+    parser.add_argument("--no-reference", action="store_true")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(ROOT))
+    import keras_mv2seg
+    from kit import Reference
+    from keras_mv2seg.data.sources import resolve_data_root
+    from keras_mv2seg.machine import describe_machine
+
+    data_root = Path(resolve_data_root(keras_mv2seg.get_config("toy"))).resolve()
+    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    weights = median_frequency_weights(data_root)
+    work_root = Path(args.work_root)
+    print(f"machine: {describe_machine()}")
+    print(f"toy recipe, {args.max_iters} iterations, data {data_root}, seeds {args.seeds}; class weights {weights}")
+    print(f"reference: {reference.version() if reference else 'not run -- ' + Reference.missing_reason}")
+    curves = {}  # (loss, side) -> {seed: curve}
+    for seed in args.seeds:
+        for loss in args.losses:
+            decode, sampler = LOSSES[loss]
+            if decode == "CLASS_WEIGHTED":
+                decode = {"type": "CrossEntropyLoss", "class_weight": weights}
+            curves.setdefault((loss, "keras_mv2seg"), {})[seed] = ours(
+                decode, sampler, seed, work_root / f"ours_{loss}_s{seed}", args.max_iters)
+            if reference and loss not in REFERENCE_CANNOT:
+                curves.setdefault((loss, "mmseg"), {})[seed] = theirs(
+                    reference, decode, sampler, seed, work_root / f"mmseg_{loss}_s{seed}", data_root, args.max_iters)
+            for side in ("keras_mv2seg", "mmseg"):
+                if seed in curves.get((loss, side), {}):
+                    curve = curves[(loss, side)][seed]
+                    print(f"seed {seed} {loss:12s} {side:12s} " + "   ".join(
+                        f"it {step}: {cell(curve, step, args.rare)}" for step in sorted(curve)), flush=True)
+    steps = sorted({step for runs in curves.values() for curve in runs.values() for step in curve})
+    print(f"\nmean over seeds: IoU of classes {' / '.join(map(str, args.rare))} | mIoU (percent)")
+    print(f"| loss | side | {' | '.join(f'it {s}' for s in steps)} |")
+    print(f"|---|---|{'---|' * len(steps)}")
+    for loss in args.losses:
+        for side in ("keras_mv2seg", "mmseg"):
+            runs = curves.get((loss, side))
+            if not runs:
+                note = REFERENCE_CANNOT.get(loss, "not run") if side == "mmseg" else "not run"
+                print(f"| {loss} | {side} | {note} |")
+                continue
+            row = []
+            for step in steps:
+                rare = [np.nanmean([np.nan if c[step]["IoU"][k] is None else c[step]["IoU"][k] for c in runs.values()])
+                        for k in args.rare]
+                miou = [c[step]["mIoU"] for c in runs.values()]
+                spread = f" ({min(miou):.1f}..{max(miou):.1f})" if len(miou) > 1 else ""
+                row.append(" / ".join(f"{v:.1f}" for v in rare) + f" \\| {np.mean(miou):.1f}{spread}")
+            print(f"| {loss} | {side} | {' | '.join(row)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
