@@ -46,7 +46,7 @@ def parity(out: np.ndarray, ref: np.ndarray, tie: float = 1e-4) -> dict:
 
 
 TINY_CONFIG = '''
-from keras_mv2seg.config import toy
+from keras_mv2seg.configs._base import toy
 CONFIG = toy("tiny_toy", head="{head}", widen_factor=0.25, decode_channels=8, aux_channels=4, c1_channels=8).replace(
     data_root=r"{root}", crop_size=(64, 64), base_scale=(128, 64), batch_size={batch}, max_iters={iters},
     eval_interval={interval}, checkpoint_interval={interval}, log_interval=1{extra})

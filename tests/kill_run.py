@@ -26,7 +26,7 @@ def die():
 
 def main(config_file, work_dir, point):
     config = keras_mv2seg.get_config(config_file)
-    real_weights, real_append, real_text = trainer._atomic_weights, trainer._append_line, trainer._atomic_text
+    real_weights, real_append, real_text = trainer.save_weights, trainer.append_line, trainer.write_text
     real_save = trainer._Run.save_checkpoint
     saves = []
 
@@ -61,7 +61,7 @@ def main(config_file, work_dir, point):
             if point == "micro_batch" and self.batches == 5:
                 die()
 
-    trainer._atomic_weights, trainer._append_line, trainer._atomic_text = weights, append, text
+    trainer.save_weights, trainer.append_line, trainer.write_text = weights, append, text
     trainer._Run.save_checkpoint = save
     trainer.train(config, work_dir, verbose=0, callbacks=[MidAccumulation()])
 

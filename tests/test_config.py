@@ -62,7 +62,7 @@ def test_config_prints_in_full_as_json():
 
 def test_config_file_path_and_unknown_names(tmp_path):
     path = tmp_path / "mine.py"
-    path.write_text("from keras_mv2seg.config import cityscapes_80k\n"
+    path.write_text("from keras_mv2seg.configs._base import cityscapes_80k\n"
                     "CONFIG = cityscapes_80k('mine', head='fcn').replace(num_classes=5)\n")
     assert get_config(str(path)).model.num_classes == 5
     with pytest.raises(ValueError, match="unknown config 'nope'.*known configs: deeplab"):

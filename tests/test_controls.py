@@ -15,7 +15,7 @@ import pytest
 
 import keras_mv2seg
 from keras_mv2seg.models import build_segmenter
-from keras_mv2seg.training import controls
+from keras_mv2seg.training import controls, workdir
 from keras_mv2seg.training.optimizer import TorchAdamW, TorchSGD
 from keras_mv2seg.training.recipe import compile_model
 from keras_mv2seg.training.schedule import PolyDecay
@@ -192,14 +192,15 @@ def test_ema_weights_are_validated_and_saved_and_callbacks_run(tiny_config_file,
 def test_early_stopping_follows_mmengine_and_keeps_the_best(tiny_config_file, tmp_path, monkeypatch):
     from keras_mv2seg.training import trainer as trainer_module
 
-    assert controls.early_stop([{"iteration": 1, "mIoU": 0.3}, {"iteration": 2, "mIoU": 0.3005}], 1, 0.1) == {
+    assert workdir.early_stop([{"iteration": 1, "mIoU": 0.3}, {"iteration": 2, "mIoU": 0.3005}], 1, 0.1) == {
         "iteration": 2, "mIoU": 0.3005, "reason": "val mIoU did not improve by 0.1 points on the best (30.00) in "
                                                   "the last 1 validations"}  # 0.05 points is no improvement
-    assert controls.early_stop([{"iteration": 1, "mIoU": 0.3}, {"iteration": 2, "mIoU": 0.302}], 1, 0.1) is None
-    assert controls.early_stop([{"iteration": 1, "mIoU": float("nan")}], 3, 0.0)["iteration"] == 1
-    assert controls.early_stop([{"iteration": 1, "mIoU": 0.1}] * 9, 0, 0.0) is None
+    assert workdir.early_stop([{"iteration": 1, "mIoU": 0.3}, {"iteration": 2, "mIoU": 0.302}], 1, 0.1) is None
+    assert workdir.early_stop([{"iteration": 1, "mIoU": float("nan")}], 3, 0.0)["iteration"] == 1
+    assert workdir.early_stop([{"iteration": 1, "mIoU": 0.1}] * 9, 0, 0.0) is None
     scores = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])
-    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: {"mIoU": next(scores), "aAcc": 0.5, "mAcc": 0.5})
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: {"mIoU": next(scores), "aAcc": 0.5, "mAcc": 0.5,
+                                                                       "IoU": [0.5] * 19})
     config = keras_mv2seg.get_config(str(tiny_config_file(iters=6, interval=1, extra=", early_stopping_patience=2, "
                                                                                    "early_stopping_min_delta=0.0")))
     summary = train(config, tmp_path / "run", verbose=0)

@@ -28,7 +28,7 @@ def test_kill_while_writing_the_best_weights_then_resume_repairs(tiny_config_fil
     """The first wave lost best.weights.h5 for good when killed between the metrics line and the weights."""
     config = keras_mv2seg.get_config(str(tiny_config_file(iters=4, interval=2)))
     work = tmp_path / "run"
-    real = trainer_module._atomic_weights
+    real = trainer_module.save_weights
 
     def die_on_best(model, path, config=None):
         if path.name == "best.weights.h5":
@@ -36,12 +36,12 @@ def test_kill_while_writing_the_best_weights_then_resume_repairs(tiny_config_fil
             raise Killed()
         real(model, path, config)
 
-    monkeypatch.setattr(trainer_module, "_atomic_weights", die_on_best)
+    monkeypatch.setattr(trainer_module, "save_weights", die_on_best)
     with pytest.raises(Killed):
         train(config, work, verbose=0)
     assert not (work / "best.weights.h5").exists()
     assert not (work / "metrics.jsonl").exists() or _history(work) == []  # nothing reported without its weights
-    monkeypatch.setattr(trainer_module, "_atomic_weights", real)
+    monkeypatch.setattr(trainer_module, "save_weights", real)
     summary = train(config, work, verbose=0)  # the same command again
     assert summary["iterations"] == 4
     assert [r["iteration"] for r in _history(work)] == [2, 4]
@@ -295,14 +295,14 @@ def test_out_of_disk_is_one_clear_message_and_the_run_resumes_after(tiny_config_
 
     config = keras_mv2seg.get_config(str(tiny_config_file(iters=4, interval=2)))
     work = tmp_path / "run"
-    real = trainer_module._atomic_text
+    real = trainer_module.write_text
 
     def full_disk(path, text):
         if path.name == "best.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, text)
 
-    monkeypatch.setattr(trainer_module, "_atomic_text", full_disk)
+    monkeypatch.setattr(trainer_module, "write_text", full_disk)
 
     def tool(argv):
         train(config, work, verbose=0)
@@ -312,7 +312,7 @@ def test_out_of_disk_is_one_clear_message_and_the_run_resumes_after(tiny_config_
     message = capsys.readouterr().err
     assert "error: no space left on the device while writing" in message and "best.json" in message
     assert "Traceback" not in message
-    monkeypatch.setattr(trainer_module, "_atomic_text", real)  # space freed
+    monkeypatch.setattr(trainer_module, "write_text", real)  # space freed
     assert train(config, work, verbose=0)["iterations"] == 4
     assert [r["iteration"] for r in _history(work)] == [2, 4]
     assert (work / "best.weights.h5").is_file() and not list(work.glob("*.tmp*"))

@@ -1,7 +1,7 @@
 """Official TF DeepLab MobileNetV2 on PASCAL VOC 2012 (21 classes), depth multiplier 1.0: loads the model-zoo TF1
 checkpoints and trains with the official recipe.
 
-Training recipe (``keras_mv2seg.config.DEEPLAB_VOC_RECIPE``), as tensorflow/models ``research/deeplab`` sets it (file:line of ``train.py`` as stored at
+Training recipe (``keras_mv2seg.configs._base.DEEPLAB_VOC_RECIPE``), as tensorflow/models ``research/deeplab`` sets it (file:line of ``train.py`` as stored at
 commit 0307688, flags by name; ``local_test_mobilenetv2.sh`` is the official MobileNetV2 VOC script):
 
 * split ``train_aug`` (10582 images, ``datasets/data_generator.py`` ``_PASCAL_VOC_SEG_INFORMATION``), the split
@@ -25,7 +25,7 @@ ImageNet MobileNetV2) or a preset. The poly schedule divides by ``max_iters - 1`
 ``polynomial_decay`` divides by ``max_iters``: the same rates to within 0.004 % of the base rate.
 """
 
-from keras_mv2seg.config import DEEPLAB_VOC_RECIPE, deeplab_official, deeplab_result
+from keras_mv2seg.configs._base import DEEPLAB_VOC_RECIPE, deeplab_official, deeplab_result
 
 CONFIG = deeplab_official("deeplab_mnv2_pascal", num_classes=21, dataset="pascal_voc", crop_size=(513, 513)).replace(
     **DEEPLAB_VOC_RECIPE,  # output_stride 16, train_aug, deeplab augmentation 0.5..2.0 step 0.25, pad test mode,

@@ -1,6 +1,6 @@
 """DeepLabV3+ with the MobileNetV2 M-V2-D8 backbone on Cityscapes (mmsegmentation model table)."""
 
-from keras_mv2seg.config import cityscapes_80k, mmseg_result
+from keras_mv2seg.configs._base import cityscapes_80k, mmseg_result
 
 CONFIG = cityscapes_80k("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes", head="sepaspp").replace(
     results=mmseg_result(75.2, fps=8.4, train_memory_gb=5.1),

@@ -231,6 +231,16 @@ def _activate(x, activation: str | None, name: str):
     return keras.layers.ReLU(max_value=6.0 if activation == "relu6" else None, name=name)(x)
 
 
+# The part of a segmenter each layer belongs to, by the name prefixes its builders give (layer names are API).
+LAYER_PARTS = {"backbone": ("stem_", "block"), "decode": ("decode_",), "aux": ("aux_",)}
+
+
+def layer_part(name: str) -> str | None:
+    """``backbone``, ``decode`` (the decode head) or ``aux`` (the auxiliary head) for a layer name of
+    ``build_segmenter``; None for the input normalisation and the final resizes."""
+    return next((part for part, prefixes in LAYER_PARTS.items() if name.startswith(prefixes)), None)
+
+
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' batch norm with one more training mode: ``use_moving_statistics`` normalises by the moving

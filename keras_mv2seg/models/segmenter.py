@@ -15,7 +15,7 @@ import keras
 
 from keras_mv2seg.config import Config, ModelConfig
 from keras_mv2seg.models.heads import HEADS, auxiliary_head
-from keras_mv2seg.models.layers import ResizeBilinear
+from keras_mv2seg.models.layers import LAYER_PARTS, ResizeBilinear, layer_part  # noqa: F401 - public here too
 from keras_mv2seg.models.mobilenet_v2 import FEATURE_BLOCKS, mobilenet_v2_features
 
 
@@ -60,16 +60,6 @@ def build_segmenter(config: Config | ModelConfig, *, auxiliary: bool = False, in
         model = keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)
     model.segmenter_config = model_config  # what the model was built from: read by weights.py, never sniffed
     return model
-
-
-# The part of a segmenter each layer belongs to, by the name prefixes its builders give (layer names are API).
-LAYER_PARTS = {"backbone": ("stem_", "block"), "decode": ("decode_",), "aux": ("aux_",)}
-
-
-def layer_part(name: str) -> str | None:
-    """``backbone``, ``decode`` (the decode head) or ``aux`` (the auxiliary head) for a layer name of
-    :func:`build_segmenter`; None for the input normalisation and the final resizes."""
-    return next((part for part, prefixes in LAYER_PARTS.items() if name.startswith(prefixes)), None)
 
 
 def set_sync_batchnorm(model: keras.Model, mode: str):

@@ -1,7 +1,8 @@
 """Fine-tuning controls on a segmenter, each as its reference has it: frozen backbone stages (mmseg MobileNetV2
 ``frozen_stages``), batch norm on its moving statistics (mmseg ``norm_eval``, DeepLab ``fine_tune_batch_norm``),
-learning-rate and decay multipliers by parameter (mmengine ``paramwise_cfg``), early stopping on the validation
-mIoU (mmengine ``EarlyStoppingHook``) and the EMA weights swapped in for validation and saving (``EMAHook``).
+learning-rate and decay multipliers by parameter (mmengine ``paramwise_cfg``) and the EMA weights swapped in for
+validation and saving (``EMAHook``). Early stopping, a decision on the recorded validations, is
+``training.workdir.early_stop``.
 
 Parameter names for ``paramwise_cfg.custom_keys`` are this model's, written as mmseg's are: the part
 (``backbone``, ``decode_head``, ``auxiliary_head``), the layer name and the weight name, joined by dots --
@@ -12,22 +13,18 @@ to every parameter whose name contains it, the longest key first: ``backbone``, 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 
 import keras
 
-from keras_mv2seg.models.layers import BatchNormalization, DepthwiseConv2D
-from keras_mv2seg.models.mobilenet_v2 import ARCHITECTURE, block_schedule
-from keras_mv2seg.models.segmenter import layer_part, model_config_of
+from keras_mv2seg.models.layers import BatchNormalization, DepthwiseConv2D, layer_part
+from keras_mv2seg.models.mobilenet_v2 import ARCHITECTURE
+from keras_mv2seg.training.paramwise import parse_paramwise
 
 NORM_EVAL = ("none", "backbone", "all")
 STAGES = len(ARCHITECTURE)  # mmseg layer1..layer7
 PART_NAMES = {"backbone": "backbone", "decode": "decode_head", "aux": "auxiliary_head"}  # mmseg's module names
-_PARAMWISE_KEYS = ("custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
-                   "flat_decay_mult")
-_CUSTOM_KEYS = ("lr_mult", "decay_mult")
 
 
 def frozen_layers(model: keras.Model, stages: int) -> list[keras.layers.Layer]:
@@ -38,8 +35,8 @@ def frozen_layers(model: keras.Model, stages: int) -> list[keras.layers.Layer]:
                          f"received {stages!r}")
     if stages < 0:
         return []
-    config = model_config_of(model)
-    stage_of = {spec.index: spec.stage for spec in block_schedule(config.output_stride, config.convention)}
+    # blocks are numbered through the stages in order (block_schedule), whatever the output stride
+    stage_of = [stage for stage, (_, _, repeats, _) in enumerate(ARCHITECTURE) for _ in range(repeats)]
     chosen = []
     for layer in model.layers:
         block = re.match(r"block(\d+)_", layer.name)
@@ -72,45 +69,6 @@ def set_norm_eval(model: keras.Model, mode: str) -> int:
             layer.use_moving_statistics = mode == "all" or (mode == "backbone" and layer_part(layer.name) == "backbone")
             count += layer.use_moving_statistics
     return count
-
-
-def parse_paramwise(text) -> dict:
-    """``train.paramwise`` (mmengine's ``paramwise_cfg`` as JSON, or a dict) checked: ValueError naming the key
-    and what it expects. ``{}`` for ""."""
-    if not text:
-        return {}
-    if isinstance(text, str):
-        try:
-            text = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"train.paramwise is not JSON ({error}): {text!r}") from None
-    if not isinstance(text, dict):
-        raise ValueError(f"train.paramwise must be a JSON object like mmengine's paramwise_cfg, received {text!r}")
-    unknown = sorted(set(text) - set(_PARAMWISE_KEYS))
-    if unknown:
-        raise ValueError(f"train.paramwise has unknown key(s) {', '.join(unknown)}; known: {', '.join(_PARAMWISE_KEYS)}")
-    for key in _PARAMWISE_KEYS[1:]:
-        if key in text:
-            _multiplier(f"train.paramwise.{key}", text[key], key.endswith("lr_mult"))
-    custom = text.get("custom_keys", {})
-    if not isinstance(custom, dict):
-        raise ValueError(f"train.paramwise.custom_keys must map name patterns to {{lr_mult, decay_mult}}, "
-                         f"received {custom!r}")
-    for pattern, options in custom.items():
-        where = f"train.paramwise.custom_keys[{pattern!r}]"
-        if not isinstance(options, dict) or not options or set(options) - set(_CUSTOM_KEYS):
-            raise ValueError(f"{where} must hold lr_mult and/or decay_mult, received {options!r}")
-        for key, value in options.items():
-            _multiplier(f"{where}.{key}", value, key == "lr_mult")
-    return text
-
-
-def _multiplier(where: str, value, is_lr: bool):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or (is_lr and value == 0):
-        expected = ("a number > 0 (to stop a part training, freeze it: train.frozen_stages)" if is_lr
-                    else "a number >= 0 (0: no weight decay)")
-        raise ValueError(f"{where} must be {expected}, received {value!r}")
 
 
 def parameter_name(layer, variable) -> str:
@@ -157,28 +115,6 @@ def parameter_multipliers(model: keras.Model, paramwise) -> dict[str, tuple[floa
                          f"{', '.join(sorted(set(e.split('.')[0] for e in examples)))} (e.g. "
                          f"backbone.block3_expand_conv.kernel, decode_head.decode_conv_seg.bias)")
     return table
-
-
-def early_stop(history: list[dict], patience: int, min_delta: float) -> dict | None:
-    """mmengine's ``EarlyStoppingHook(monitor='mIoU', rule='greater', patience, min_delta)`` over the recorded
-    validations (``mIoU`` as a fraction, ``min_delta`` in mIoU points as mmseg reports it): the record at which
-    it stops -- the ``patience``-th validation in a row not above the best by ``min_delta``, or a non-finite
-    mIoU -- with ``reason``; None to go on (always with patience 0)."""
-    if not patience:
-        return None
-    best, waited = -math.inf, 0
-    for record in history:
-        score = 100.0 * record["mIoU"]
-        if not math.isfinite(score):
-            return {**record, "reason": f"val mIoU is {score}"}
-        if best + min_delta > score:
-            waited += 1
-            if waited >= patience:
-                return {**record, "reason": f"val mIoU did not improve by {min_delta} points on the best "
-                                            f"({best:.2f}) in the last {waited} validations"}
-        else:
-            best, waited = score, 0
-    return None
 
 
 @contextlib.contextmanager

@@ -34,32 +34,17 @@ from keras_mv2seg.data.description import described
 from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
-from keras_mv2seg.training.controls import averaged_weights, early_stop
+from keras_mv2seg.training.controls import averaged_weights
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
 from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
-from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, read_records,
-                                           write_records, write_text)
+from keras_mv2seg.training.workdir import (abandon_after, append_line, check_seed, check_work_dir, early_stop,
+                                           read_records, write_records, write_text)
 from keras_mv2seg.weights import load_for_fine_tuning, load_weights, save_weights
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
-
-
-# The writes a crash must not leave half done, as module-level hooks (the fault-injection tests replace them).
-def _atomic_weights(model: keras.Model, path: Path, config: Config | None = None):
-    save_weights(model, path, config)
-
-
-def _atomic_text(path: Path, text: str):
-    write_text(path, text)
-
-
-def _append_line(path: Path, line: str):
-    append_line(path, line)
-
-
 
 
 def _seed_states(model: keras.Model) -> tf.Module:
@@ -201,13 +186,13 @@ class _Run:
             history = [r for r in recorded if r["iteration"] != iteration]
             best = max((r["mIoU"] for r in history if math.isfinite(r["mIoU"])), default=-1.0)
             if self.chief and math.isfinite(record["mIoU"]) and record["mIoU"] >= best:
-                _atomic_weights(self.model, self.work_dir / "best.weights.h5", self.config)
-                _atomic_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
+                save_weights(self.model, self.work_dir / "best.weights.h5", self.config)
+                write_text(self.work_dir / "best.json", json.dumps({"iteration": iteration, "mIoU": record["mIoU"]}))
         if self.chief:
             if len(history) != len(recorded):  # re-validation of a recorded iteration: replace its line
                 write_records(self.metrics_file, history + [record])
             else:
-                _append_line(self.metrics_file, json.dumps(record))
+                append_line(self.metrics_file, json.dumps(record))
         self.log(f"iteration {iteration}: val mIoU {100 * record['mIoU']:.2f} aAcc {100 * record['aAcc']:.2f} "
                  f"mAcc {100 * record['mAcc']:.2f}")
 
@@ -342,7 +327,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     }
     if run.chief:
         with averaged_weights(run.model, run.optimizer):
-            _atomic_weights(run.model, work_dir / "final.weights.h5", config)
-        _atomic_text(work_dir / "summary.json", json.dumps(summary, indent=2))
+            save_weights(run.model, work_dir / "final.weights.h5", config)
+        write_text(work_dir / "summary.json", json.dumps(summary, indent=2))
     run.log(json.dumps(summary))
     return summary

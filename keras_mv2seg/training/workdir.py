@@ -5,6 +5,7 @@ The trainer (``trainer.py``) decides when to write; this module knows how."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -37,10 +38,11 @@ def write_records(path: Path, records: list[dict]):
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def append_line(path: Path, line: str):
-    """Append one line with a single write (a crash can at worst leave it torn, which history() drops)."""
+def append_line(path: Path, *lines: str):
+    """Append lines with a single write, on disk before returning (a crash can at worst leave the last one torn,
+    which :func:`read_records` drops). The one way the work dir's records grow."""
     with open(path, "a") as handle:
-        handle.write(line + "\n")
+        handle.write("".join(line + "\n" for line in lines))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -75,13 +77,13 @@ def check_work_dir(work_dir: Path, config: Config, recovering: bool = False):
                              "use another work_dir or the same config to resume")
         if changed:  # a start that never checkpointed, or a recovery: record the config the run goes on with
             if recovery:
-                with open(work_dir / "config_changes.jsonl", "a") as handle:
-                    handle.write(json.dumps({"changed": {key: lookup(current, key) for key in changed},
-                                             "previous": {key: lookup(previous, key) for key in changed}}) + "\n")
+                append_line(work_dir / "config_changes.jsonl", json.dumps({
+                    "changed": {key: lookup(current, key) for key in changed},
+                    "previous": {key: lookup(previous, key) for key in changed}}))
             write_text(saved, json.dumps(current, indent=2))
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(current, indent=2))
+        write_text(saved, json.dumps(current, indent=2))
 
 
 def lookup(config_dict: dict, key: str):
@@ -115,8 +117,7 @@ def abandon_after(work_dir: Path, checkpoint: str) -> int:
     records = read_records(metrics)
     later = [r for r in records if r["iteration"] > iteration]
     if later:
-        with open(work_dir / "metrics.abandoned.jsonl", "a") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in later)
+        append_line(work_dir / "metrics.abandoned.jsonl", *(json.dumps(r) for r in later))
         write_records(metrics, [r for r in records if r["iteration"] <= iteration])
     return iteration
 
@@ -133,4 +134,26 @@ def check_seed(work_dir: Path, seed: int):
             raise ValueError(f"{work_dir} holds a run with seed {previous}, received seed {seed}: resume with "
                              f"the same seed or use another work dir")
     else:
-        path.write_text(json.dumps({"seed": seed}))
+        write_text(path, json.dumps({"seed": seed}))
+
+
+def early_stop(history: list[dict], patience: int, min_delta: float) -> dict | None:
+    """mmengine's ``EarlyStoppingHook(monitor='mIoU', rule='greater', patience, min_delta)`` over the recorded
+    validations (``mIoU`` as a fraction, ``min_delta`` in mIoU points as mmseg reports it): the record at which
+    it stops -- the ``patience``-th validation in a row not above the best by ``min_delta``, or a non-finite
+    mIoU -- with ``reason``; None to go on (always with patience 0)."""
+    if not patience:
+        return None
+    best, waited = -math.inf, 0
+    for record in history:
+        score = 100.0 * record["mIoU"]
+        if not math.isfinite(score):
+            return {**record, "reason": f"val mIoU is {score}"}
+        if best + min_delta > score:
+            waited += 1
+            if waited >= patience:
+                return {**record, "reason": f"val mIoU did not improve by {min_delta} points on the best "
+                                            f"({best:.2f}) in the last {waited} validations"}
+        else:
+            best, waited = score, 0
+    return None
