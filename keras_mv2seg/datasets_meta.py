@@ -59,13 +59,17 @@ class DatasetInfo:
     tfds_name: str = ""
     palette: tuple = ()  # official colours; empty: the VOC colour map
     any_split: bool = False  # split names are the dataset's own folders or split files (custom)
+    tfds_image_key: str = "image"  # the TFDS example's image feature
+    tfds_label_kind: str = ""  # the label kind of the TFDS example's segmentation_label
 
 
 DATASETS = {
     "cityscapes": DatasetInfo("cityscapes", CITYSCAPES_CLASSES, ("train", "val", "test"), ("train_ids", "label_ids"),
-                              tfds_name="cityscapes/semantic_segmentation", palette=CITYSCAPES_PALETTE),
+                              tfds_name="cityscapes/semantic_segmentation", palette=CITYSCAPES_PALETTE,
+                              tfds_image_key="image_left", tfds_label_kind="label_ids"),
     "ade20k": DatasetInfo("ade20k", ADE20K_CLASSES, ("training", "validation"), ("ade20k",),
-                          aliases={"train": "training", "val": "validation"}, tfds_name="ade20k_scene_parsing"),
+                          aliases={"train": "training", "val": "validation"}, tfds_name="ade20k_scene_parsing",
+                          tfds_label_kind="ade20k"),
     "pascal_voc": DatasetInfo("pascal_voc", PASCAL_VOC_CLASSES, ("train", "val", "trainval", "train_aug"), ("voc",),
                               aliases={"trainaug": "train_aug", "aug": "train_aug"}),
     # the toy dataset is written in the Cityscapes layout with Cityscapes train ids
@@ -73,6 +77,16 @@ DATASETS = {
                        palette=CITYSCAPES_PALETTE),
     # a user's own data: classes, colours and mask coding from its dataset_meta.json (data/description.py)
     "custom": DatasetInfo("custom", (), ("train", "val"), ("custom",), any_split=True),
+}
+
+
+# label values a file of each label kind may hold (data/decode.py decodes the kinds; tools/check_data.py checks
+# the values; the pipelines check the mapped values against the model's classes)
+LABEL_VALUES = {
+    "train_ids": set(range(len(CITYSCAPES_CLASSES))) | {255},
+    "label_ids": set(range(34)) | {255},  # Cityscapes labelIds 0..33; 255 holds 'license plate' (-1)
+    "ade20k": set(range(len(ADE20K_CLASSES) + 1)),  # 0: 'other' (ignored), 1..150 the classes
+    "voc": set(range(len(PASCAL_VOC_CLASSES))) | {255},
 }
 
 

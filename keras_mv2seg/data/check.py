@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_mv2seg.data.decode import VALID_VALUES, map_label, read_image, read_label
+from keras_mv2seg.data.decode import map_label, read_image, read_label
 from keras_mv2seg.data.layouts import list_samples
-from keras_mv2seg.datasets_meta import class_names, dataset_info
+from keras_mv2seg.datasets_meta import LABEL_VALUES, class_names, dataset_info
 
 MOSTLY_IGNORED = 0.5  # warn when more than this share of a split's pixels is ignored
 
@@ -136,7 +136,7 @@ def check_dataset(dataset: str, root, splits=None, *, ignore_index: int = 255,
                                     f"{ignore_index}; map them with value_map, e.g. {{\"{bad[0]}\": 1}}")
                     continue
             else:
-                bad = sorted(set(np.unique(label).tolist()) - VALID_VALUES[sample.label_kind])
+                bad = sorted(set(np.unique(label).tolist()) - LABEL_VALUES[sample.label_kind])
                 if bad:
                     problems.append(f"{sample.label}: label values {bad[:10]} are not valid {sample.label_kind}")
                     continue

@@ -41,14 +41,7 @@ import tensorflow as tf
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
 
 LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
-# label values a file of each kind may hold (checked by tools/check_data.py; the pipelines check the mapped values
-# against the model's classes)
-VALID_VALUES = {
-    "train_ids": set(range(19)) | {255},
-    "label_ids": set(range(34)) | {255},  # Cityscapes labelIds; 255 holds 'license plate' (-1)
-    "ade20k": set(range(151)),
-    "voc": set(range(21)) | {255},
-}
+
 _GRAY, _RGB, _PALETTE = 0, 2, 3  # PNG IHDR colour types
 _PALETTE_KINDS = ("voc", "custom")
 _COLOUR_TYPE_NAMES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_mv2seg.data.layouts import read_split_file, voc_base
+from keras_mv2seg.datasets_meta import dataset_info
 from keras_mv2seg.files import atomic_write
 
-VOC_CLASSES = 21
+VOC_CLASSES = len(dataset_info("pascal_voc").classes)
 
 
 def sbd_dataset_dir(sbd_root) -> Path:

@@ -84,8 +84,8 @@ def tfds_stream(dataset: str, split: str, *, data_dir=None, manual_dir=None,
         builder = tfds.builder(TFDS_NAMES[dataset], data_dir=data_dir)
     config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)) if manual_dir else None
     builder.download_and_prepare(download_config=config)
-    image_key = "image_left" if dataset == "cityscapes" else "image"
-    kind = "label_ids" if dataset == "cityscapes" else "ade20k"
+    info = DATASETS[dataset]
+    image_key, kind = info.tfds_image_key, info.tfds_label_kind
 
     def convert(example):
         label = map_label(example["segmentation_label"], kind, reduce_zero_label)
