@@ -151,10 +151,13 @@ def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
     return None
 
 
-def evaluate(model, config, split: str = "val", data_root=None, *, predict=None, **options) -> dict:
-    """Score ``model`` on ``split`` of the config's data source with the config's conventions (test mode,
-    resize alignment, classes, ignore index); ``options`` go to :func:`evaluate_model`."""
-    return evaluate_model(model, evaluation_data(config, split, data_root), config.model.num_classes,
+def evaluate(model, config, split="val", data_root=None, *, predict=None, **options) -> dict:
+    """Score ``model`` with the config's conventions (test mode, resize alignment, classes, ignore index) on
+    ``split``: a split name of the config's data source (read at ``data_root`` through ``data.sources``), or a
+    dataset of (image float32 [h, w, 3], label int32 [h, w], name) elements, as ``evaluation_data`` makes and a
+    user's own ``tf.data`` pipeline may; ``options`` go to :func:`evaluate_model`."""
+    data = evaluation_data(config, split, data_root) if isinstance(split, str) else split
+    return evaluate_model(model, data, config.model.num_classes,
                           ignore_index=config.data.ignore_index, align_corners=config.model.conventions.align_corners,
                           predict=predict or test_predictor(config), **options)
 

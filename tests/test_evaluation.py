@@ -116,3 +116,17 @@ def test_agrees_with_the_official_cityscapes_evaluator(tmp_path):
     for name, iou in zip(CITYSCAPES_CLASSES, ours["IoU"]):
         assert result["classScores"][name] == pytest.approx(iou, abs=1e-6), name
     assert result["averageScoreClasses"] == pytest.approx(ours["mIoU"], abs=1e-6)
+
+
+def test_evaluate_takes_a_split_name_or_a_dataset(tiny_config_file):
+    import keras_mv2seg
+    from keras_mv2seg.data.sources import evaluation_data
+    from keras_mv2seg.evaluation import evaluate
+
+    config = keras_mv2seg.get_config(str(tiny_config_file()))
+    model = keras_mv2seg.build_segmenter(config)
+    by_name = evaluate(model, config, "val")
+    by_dataset = evaluate(model, config, evaluation_data(config, "val"))
+    assert by_dataset["images"] == by_name["images"] == 2
+    np.testing.assert_array_equal(by_dataset["confusion"], by_name["confusion"])
+    assert evaluate(model, config, evaluation_data(config, "val").take(1))["images"] == 1
