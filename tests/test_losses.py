@@ -94,3 +94,14 @@ def test_losses_as_config_keys_and_in_compile_model(tmp_path):
         compile_model(model, config.replace(decode_loss='{"type": "CrossEntropyLoss", "class_weight": [1, 2]}'))
     with pytest.raises(ValueError, match="train.aux_loss type must be one of"):
         config.replace(aux_loss='{"type": "Nope"}')
+
+
+def test_integer_predictions_are_refused_not_cast():
+    """An int tensor where the loss expects float logits (the arguments swapped, or a class map): named."""
+    labels = tf.constant(np.zeros((1, 4, 4), np.int32))
+    logits = tf.constant(np.zeros((1, 4, 4, 3), np.float32))
+    loss = build_loss("")
+    assert np.isfinite(loss(labels, logits).numpy()).all()
+    for candidate in (loss, build_loss('[{"type": "CrossEntropyLoss"}, {"type": "DiceLoss"}]')):
+        with pytest.raises(TypeError, match=r"float logits .*received a int32 tensor of shape \(1, 4, 4\).*labels pass"):
+            candidate(logits, labels)

@@ -25,6 +25,18 @@ def _logits(y_pred):
     return y_pred if y_pred.dtype == tf.float64 else tf.cast(y_pred, tf.float32)
 
 
+def _refuse_integer_predictions(y_pred):
+    """Labels passed as predictions (``loss(y_pred, y_true)``, or a class map instead of logits) would be cast to
+    float by ``keras.losses.Loss.__call__`` and give a finite, meaningless loss: an integer or boolean ``y_pred``
+    is refused, naming what was received."""
+    dtype = getattr(y_pred, "dtype", None)
+    dtype = tf.as_dtype(dtype) if dtype is not None else tf.convert_to_tensor(y_pred).dtype
+    if not dtype.is_floating:
+        raise TypeError(f"segmentation losses take float logits [batch, height, width, classes] as y_pred "
+                        f"(loss(y_true, y_pred)), received a {dtype.name} tensor of shape "
+                        f"{tuple(getattr(y_pred, 'shape', ()))}: were labels passed as predictions?")
+
+
 def _labels(y_true):
     labels = tf.cast(y_true, tf.int32)
     return tf.squeeze(labels, -1) if labels.shape.rank == 4 else labels
@@ -91,6 +103,10 @@ class _SegmentationLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.ignore_index, self.loss_weight = int(ignore_index), float(loss_weight)
         self.sampler = _sampler_of(sampler)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        _refuse_integer_predictions(y_pred)
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def pixel_weights(self, labels, logits):
         """The sampler's per-pixel weights (None without a sampler); the loss it ranks by is this one's."""
@@ -364,6 +380,10 @@ class SumOfLosses(keras.losses.Loss):
         kwargs.setdefault("reduction", "sum_over_batch_size")
         super().__init__(name=name, **kwargs)
         self.losses = [keras.losses.deserialize(loss) if isinstance(loss, dict) else loss for loss in losses]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        _refuse_integer_predictions(y_pred)
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
         labels, logits = _labels(y_true), _logits(y_pred)
