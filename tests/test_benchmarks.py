@@ -19,7 +19,7 @@ RUNS = {
                         "--iters", "1", "--warmup", "1", "--train-iters", "2", "--no-reference"],
     "bench_learning_curve.py": ["--seeds", "0", "--max-iters", "2", "--work-root", "work_dirs/curve",
                                 "--no-reference"],
-    "bench_imbalance.py": ["--losses", "ce", "ohem", "--seeds", "0", "--max-iters", "2", "--work-root",
+    "bench_imbalance.py": ["--losses", "class_weight", "--seeds", "0", "--max-iters", "2", "--work-root",
                            "work_dirs/imbalance", "--no-reference"],
     "export_quality.py": ["--heads", "fcn", "--max-iters", "2", "--calibration", "2", "--paths",
                           "onnxruntime:float32"],
