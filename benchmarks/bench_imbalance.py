@@ -19,11 +19,11 @@ read back, so the command resumes); runs take minutes each on a CPU.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from kit import Reference, add_reference_arguments, toy_runs_setup, train_toy_ours, train_toy_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = {  # name -> (decode_loss, sampler), mmseg's syntax on both sides
@@ -49,34 +49,14 @@ def median_frequency_weights(data_root: Path, classes: int = 19, cap: float = 10
 
 
 def ours(decode, sampler, seed, work, max_iters):
-    work = Path(work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "summary.json").is_file():
-        options = [f"eval_interval={min(100, max_iters)}", f"decode_loss={json.dumps(decode)}"]
-        options += [f"sampler={json.dumps(sampler)}"] if sampler else []
-        command = [sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed",
-                   str(seed), "--quiet", "--max-iters", str(max_iters), "--cfg-options", *options]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    options = [f"decode_loss={json.dumps(decode)}"] + ([f"sampler={json.dumps(sampler)}"] if sampler else [])
     return {r["iteration"]: {"mIoU": 100 * r["mIoU"], "IoU": [None if v is None else 100 * v for v in r["IoU"]]}
-            for r in records}
+            for r in train_toy_ours(work, seed, max_iters, options)}
 
 
 def theirs(reference, decode, sampler, seed, work, data_root, max_iters):
-    work = Path(work).resolve()
-    result = work / "result.json"
-    if not result.is_file():
-        env = {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters)), "DECODE_LOSS": json.dumps(decode)}
-        if sampler:
-            env["SAMPLER"] = json.dumps(sampler)
-        command = [str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    data = json.loads(result.read_text())
+    env = {"DECODE_LOSS": json.dumps(decode), **({"SAMPLER": json.dumps(sampler)} if sampler else {})}
+    data = train_toy_reference(reference, work, seed, data_root, max_iters, env)
     return {int(k): {"mIoU": float(v), "IoU": data["IoU"][k]} for k, v in data["mIoU"].items()}
 
 
@@ -94,19 +74,13 @@ def main(argv=None) -> int:
     parser.add_argument("--work-root", default="work_dirs/imbalance")
     parser.add_argument("--max-iters", type=int, default=300)
     parser.add_argument("--rare", nargs="+", type=int, default=[11, 8], help="the classes whose IoU is printed")
-    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
-    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
-    parser.add_argument("--no-reference", action="store_true")
+    add_reference_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
-    import keras_mv2seg
-    from kit import Reference
-    from keras_mv2seg.data.sources import resolve_data_root
     from keras_mv2seg.machine import describe_machine
 
-    data_root = Path(resolve_data_root(keras_mv2seg.get_config("toy"))).resolve()
-    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    data_root, reference = toy_runs_setup(args)
     weights = median_frequency_weights(data_root)
     work_root = Path(args.work_root)
     print(f"machine: {describe_machine()}")

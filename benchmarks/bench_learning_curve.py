@@ -13,45 +13,24 @@ back, not retrained, so the command can be resumed. Runs take minutes each on a 
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from kit import Reference, add_reference_arguments, toy_runs_setup, train_toy_ours, train_toy_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def ours(seed, work, max_iters, init):
-    work = Path(work).resolve()  # the tool runs in the checkout; the work dir is the caller's
-    work.mkdir(parents=True, exist_ok=True)
-    metrics = work / "metrics.jsonl"
-    if not (work / "summary.json").is_file():
-        command = [sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed",
-                   str(seed), "--quiet", "--max-iters", str(max_iters)]
-        command += ["--cfg-options", f"eval_interval={min(100, max_iters)}"] + (
-            [f"init={init}"] if init != "reference" else [])
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return {r["iteration"]: 100 * r["mIoU"] for r in records}
+    options = [f"init={init}"] if init != "reference" else []
+    return {r["iteration"]: 100 * r["mIoU"] for r in train_toy_ours(work, seed, max_iters, options)}
 
 
 def theirs(reference, seed, work, data_root, max_iters):
-    work = Path(work).resolve()
-    result = work / "result.json"
-    if not result.is_file():
-        env = {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters))}
-        command = [str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work),
-                   str(seed)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return {int(k): float(v) for k, v in json.loads(result.read_text())["mIoU"].items()}
+    result = train_toy_reference(reference, work, seed, data_root, max_iters)
+    return {int(k): float(v) for k, v in result["mIoU"].items()}
 
 
 def summarize(label, curves, steps):
@@ -73,19 +52,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iters", type=int, default=300)
     parser.add_argument("--init", choices=("reference", "keras"), default="reference",
                         help="this project's model.init (keras: Keras' default initialisers)")
-    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
-    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
-    parser.add_argument("--no-reference", action="store_true")
+    add_reference_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
-    import keras_mv2seg
-    from kit import Reference
-    from keras_mv2seg.data.sources import resolve_data_root
     from keras_mv2seg.machine import describe_machine
 
-    data_root = Path(resolve_data_root(keras_mv2seg.get_config("toy"))).resolve()
-    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    data_root, reference = toy_runs_setup(args)
     work_root = Path(args.work_root)
     print(f"machine: {describe_machine()}")
     print(f"toy recipe, {args.max_iters} iterations, data {data_root}, seeds {args.seeds}, this project's init "

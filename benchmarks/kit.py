@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 # The four M-V2-D8 heads by the reference kit's names (``../shared/reference/mmseg_cfgs.py`` HEADS).
@@ -17,6 +18,7 @@ HEAD_CONFIGS = {"fcn": "fcn_m-v2-d8_512x1024_80k_cityscapes", "psp": "pspnet_m-v
                 "sepaspp": "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes"}
 HEAD_TITLES = {"fcn": "FCN", "psp": "PSPNet", "aspp": "DeepLabV3", "sepaspp": "DeepLabV3+"}
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 DEFAULT_REFERENCE_VENV = Path.home() / ".cache" / "keras_mv2seg" / "mmseg-ref"
 
@@ -102,3 +104,50 @@ class Reference:
         done = subprocess.run([str(self.python), "-c", "import torch, mmseg; print(f'mmseg {mmseg.__version__}, "
                                "PyTorch {torch.__version__}')"], capture_output=True, text=True)
         return done.stdout.strip() or "unknown version"
+
+
+def add_reference_arguments(parser):
+    """The reference kit's command-line options, as every benchmark that runs it spells them."""
+    parser.add_argument("--reference-python", help="python of the reference venv (default: MMSEG_REF_VENV)")
+    parser.add_argument("--reference-dir", help="the reference kit (default: ../shared/reference)")
+    parser.add_argument("--no-reference", action="store_true")
+
+
+def toy_runs_setup(args):
+    """(the toy data root, made on first use; the :class:`Reference` or None with ``--no-reference``) for the
+    benchmarks that train the toy recipe on both sides."""
+    import keras_mv2seg
+    from keras_mv2seg.data.sources import resolve_data_root
+
+    data_root = Path(resolve_data_root(keras_mv2seg.get_config("toy"))).resolve()
+    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    return data_root, reference
+
+
+def _run(command, env):
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+
+
+def train_toy_ours(work, seed: int, max_iters: int, options=()) -> list[dict]:
+    """``tools/train.py toy`` in ``work`` (validation every 100 iterations, ``options`` as ``--cfg-options``),
+    unless it finished there before; its metrics.jsonl records."""
+    work = Path(work).resolve()  # the tool runs in the checkout; the work dir is the caller's
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "summary.json").is_file():
+        _run([sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed", str(seed),
+              "--quiet", "--max-iters", str(max_iters), "--cfg-options", f"eval_interval={min(100, max_iters)}",
+              *options], {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    return [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def train_toy_reference(reference: "Reference", work, seed: int, data_root, max_iters: int, env=None) -> dict:
+    """The reference kit's ``train_toy.py`` in ``work`` (validation every 100 iterations, ``env`` its other
+    settings: DECODE_LOSS, SAMPLER, ...), unless it finished there before; its result.json."""
+    work = Path(work).resolve()
+    result = work / "result.json"
+    if not result.is_file():
+        _run([str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)],
+             {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters)), **(env or {})})
+    return json.loads(result.read_text())
