@@ -26,7 +26,8 @@ class _TorchOptimizer(keras.optimizers.Optimizer):
       schedule the micro-batch count: a schedule must divide it (``PolyDecay(micro_steps=N)``, which
       :func:`~keras_mv2seg.training.schedule.recipe_schedule` builds)."""
 
-    def __init__(self, learning_rate, *, ema_decay: float = 0.0, accumulation_steps: int = 1, name: str, **kwargs):
+    def __init__(self, learning_rate, *, decay_rate: float, decay_kernels_only: bool, ema_decay: float = 0.0,
+                 accumulation_steps: int = 1, name: str, **kwargs):
         kwargs.pop("gradient_accumulation_steps", None)  # ours, from get_config
         if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be an int >= 1, received {accumulation_steps!r}")
@@ -36,6 +37,7 @@ class _TorchOptimizer(keras.optimizers.Optimizer):
                          gradient_accumulation_steps=accumulation_steps if accumulation_steps > 1 else None, **kwargs)
         self.ema_decay = float(ema_decay)
         self.accumulation_steps = accumulation_steps
+        self._decay_rate, self.decay_kernels_only = float(decay_rate), bool(decay_kernels_only)
         self._multiplier_table: dict[str, tuple[float, float]] = {}
         self._multipliers: list[tuple[float, float]] = []
 
@@ -71,9 +73,9 @@ class _TorchOptimizer(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        lr_mult, decay_mult = self._multipliers[index] if self._multipliers else (1.0, 1.0)
+        lr_mult, decay_mult = self._multipliers[index]
         gradient = ops.cast(gradient, variable.dtype)
-        decay = self.weight_decay_value * decay_mult if self._decays(variable) else 0.0
+        decay = self._decay_rate * decay_mult if self._decays(variable) else 0.0
         self._update(gradient, variable, self._rate(learning_rate, lr_mult, variable.dtype), decay, index)
         if self.ema_decay:
             average = self.averages[index]
@@ -100,16 +102,11 @@ class TorchSGD(_TorchOptimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.9, coupled_weight_decay=5e-4, decay_kernels_only=False,
                  name="torch_sgd", **kwargs):
-        super().__init__(learning_rate, name=name, **kwargs)
+        super().__init__(learning_rate, decay_rate=coupled_weight_decay, decay_kernels_only=decay_kernels_only,
+                         name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), received {momentum!r}")
         self.momentum = float(momentum)
-        self.coupled_weight_decay = float(coupled_weight_decay)
-        self.decay_kernels_only = bool(decay_kernels_only)
-
-    @property
-    def weight_decay_value(self) -> float:
-        return self.coupled_weight_decay
 
     def build(self, variables):
         if self.built:
@@ -125,8 +122,8 @@ class TorchSGD(_TorchOptimizer):
         self.assign_sub(variable, rate * buffer)
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum,
-                "coupled_weight_decay": self.coupled_weight_decay, "decay_kernels_only": self.decay_kernels_only}
+        return {**super().get_config(), "momentum": self.momentum, "coupled_weight_decay": self._decay_rate,
+                "decay_kernels_only": self.decay_kernels_only}
 
 
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
@@ -137,17 +134,12 @@ class TorchAdamW(_TorchOptimizer):
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, decoupled_weight_decay=1e-2,
                  decay_kernels_only=False, name="torch_adamw", **kwargs):
-        super().__init__(learning_rate, name=name, **kwargs)
+        super().__init__(learning_rate, decay_rate=decoupled_weight_decay, decay_kernels_only=decay_kernels_only,
+                         name=name, **kwargs)
         for label, value in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{label} must be in [0, 1), received {value!r}")
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
-        self.decoupled_weight_decay = float(decoupled_weight_decay)
-        self.decay_kernels_only = bool(decay_kernels_only)
-
-    @property
-    def weight_decay_value(self) -> float:
-        return self.decoupled_weight_decay
 
     def build(self, variables):
         if self.built:
@@ -170,4 +162,4 @@ class TorchAdamW(_TorchOptimizer):
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "decoupled_weight_decay": self.decoupled_weight_decay, "decay_kernels_only": self.decay_kernels_only}
+                "decoupled_weight_decay": self._decay_rate, "decay_kernels_only": self.decay_kernels_only}
