@@ -28,6 +28,7 @@ HEADS = {"fcn": "mmseg", "psp": "mmseg", "aspp": "mmseg", "sepaspp": "mmseg",  #
          "deeplab": "deeplab"}  # builders: models.heads.<name>_head
 OUTPUT_STRIDES = (8, 16, 32)
 DEPTHWISE_IMPLEMENTATIONS = ("portable", "native")
+NORM_EVAL = ("none", "backbone", "all")  # train.norm_eval: which batch norms train on their moving statistics
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class TrainConfig:
                      "startup_timeout_s"):
             _positive("train", name, getattr(self, name))
         _choice("train", "optimizer", self.optimizer, ("sgd", "adamw"))
-        _choice("train", "norm_eval", self.norm_eval, ("none", "backbone", "all"))
+        _choice("train", "norm_eval", self.norm_eval, NORM_EVAL)
         if not all(0.0 <= beta < 1.0 for beta in self.betas) or self.eps <= 0:
             raise ValueError(f"train.betas must be two numbers in [0, 1) and train.eps > 0, received "
                              f"{self.betas!r}, {self.eps!r}")

@@ -13,16 +13,15 @@ to every parameter whose name contains it, the longest key first: ``backbone``, 
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 
 import keras
 
+from keras_mv2seg.config import NORM_EVAL
 from keras_mv2seg.models.layers import BatchNormalization, DepthwiseConv2D, layer_part
 from keras_mv2seg.models.mobilenet_v2 import ARCHITECTURE
 from keras_mv2seg.training.paramwise import parse_paramwise
 
-NORM_EVAL = ("none", "backbone", "all")
 STAGES = len(ARCHITECTURE)  # mmseg layer1..layer7
 PART_NAMES = {"backbone": "backbone", "decode": "decode_head", "aux": "auxiliary_head"}  # mmseg's module names
 
