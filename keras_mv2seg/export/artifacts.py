@@ -51,21 +51,30 @@ def default_output(fmt: str, config, input_size=None, quantization: str = "float
 def export_model(fmt: str, config, model, *, output=None, input_size=None, quantization: str = "float32",
                  graph_output: str = "labels", dynamic: bool = False, winograd: int = 0, calibration_images=None,
                  check_images=(), overwrite: bool = False, version: int = 1, probabilities: bool = False,
-                 pad_to_crop=None) -> Exported:
+                 pad_to_crop=None, input_type: str = "float32", at_stride: bool = False, author: str = "",
+                 license: str = "") -> Exported:  # noqa: A002 - the TFLite metadata field's name
     """Convert ``model`` (the inference model of ``config``) to ``fmt``, verify it on ``check_images`` and publish
     it at ``output`` (default :func:`default_output`). SavedModel: ``output`` is the base folder, the version
     folder is ``<output>/<version>``, with a warm-up request of the first check image. Fixed-size formats need
-    ``input_size`` (H, W); ``dynamic`` (ONNX only) exports any size."""
+    ``input_size`` (H, W); ``dynamic`` (ONNX only) exports any size. TFLite only: ``input_type`` uint8,
+    ``at_stride`` (scores at the output stride) and the metadata's ``author`` and ``license``
+    (:func:`keras_mv2seg.export.tflite.convert`)."""
     check_request(fmt, config, quantization=quantization, graph_output=graph_output, dynamic=dynamic,
-                  winograd=winograd, input_size=input_size, pad_to_crop=pad_to_crop)
+                  winograd=winograd, input_size=input_size, pad_to_crop=pad_to_crop, input_type=input_type,
+                  at_stride=at_stride)
     check_calibration(quantization, calibration_images)
     if fmt == "saved_model":
         return _saved_model(config, model, output, check_images, version, probabilities, pad_to_crop, overwrite)
     output = Path(output or default_output(fmt, config, input_size, quantization, dynamic))
     labels = refuse_existing(labels_path(output), overwrite)
-    writer = {"tflite": _tflite, "onnx": _onnx, "openvino": _openvino}[fmt]
-    exported = writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
-                      calibration_images, list(check_images), overwrite)
+    if fmt == "tflite":
+        exported = _tflite(config, model, output, input_size, quantization, graph_output, calibration_images,
+                           list(check_images), overwrite, dict(input_type=input_type, at_stride=at_stride,
+                                                               author=author, license=license))
+    else:
+        writer = {"onnx": _onnx, "openvino": _openvino}[fmt]
+        exported = writer(config, model, output, input_size, quantization, graph_output, dynamic, winograd,
+                          calibration_images, list(check_images), overwrite)
     if exported.path is not None:
         atomic_write(labels, labels_text(config))
         exported.lines.insert(1, f"  class names (line = class id) in {labels}")
@@ -84,7 +93,8 @@ def labels_text(config) -> str:
 
 
 def check_request(fmt: str, config, *, quantization: str = "float32", graph_output: str = "labels",
-                  dynamic: bool = False, winograd: int = 0, input_size=None, pad_to_crop=None):
+                  dynamic: bool = False, winograd: int = 0, input_size=None, pad_to_crop=None,
+                  input_type: str = "float32", at_stride: bool = False):
     """Refuse an export :func:`export_model` cannot make, before anything is built (the tool calls it to turn
     the refusal into a usage error): ValueError naming the parameter and what it accepts."""
     if fmt not in FORMATS:
@@ -99,6 +109,10 @@ def check_request(fmt: str, config, *, quantization: str = "float32", graph_outp
             raise ValueError("pad_to_crop reproduces the official DeepLab export; use it with deeplab_* configs")
         return
     check_output(graph_output)
+    if fmt == "tflite":
+        tflite_export.check_graph(graph_output, input_type, at_stride)
+    elif input_type != "float32" or at_stride:
+        raise ValueError(f"input_type and at_stride apply to the tflite format, not {fmt}")
     if input_size is None and not dynamic:
         raise ValueError(f"format {fmt} needs input_size (H, W): the export has a fixed input size")
 
@@ -125,24 +139,27 @@ def _saved_model(config, model, output, images, version, probabilities, pad_to_c
                       "serve_encoded, serve_logits, class_names; warm-up requests and labels.txt in assets.extra)")
 
 
-def _tflite(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,
-            overwrite) -> Exported:
+def _tflite(config, model, output, size, quantization, graph_output, calibration, images, overwrite,
+            options) -> Exported:
     content = tflite_export.convert(config, model, size, quantization=quantization, output=graph_output,
-                                    representative_images=calibration)
+                                    representative_images=calibration, **options)
     verification = Verification()
 
     def check(staged):
-        return verification.add(verify_tflite(Path(staged).read_bytes(), model, images, graph_output,
-                                              quantization)).passed
+        return verification.add(verify_tflite(Path(staged).read_bytes(), model, images, graph_output, quantization,
+                                              options["at_stride"], classes_of(config))).passed
 
     path = tflite_export.write(output, content, overwrite=overwrite, check=check)
     return _published(path, verification,
-                      _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output))
+                      _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output,
+                                options["input_type"], options["at_stride"]))
 
 
-def _describe(output, size_text, dynamic, size, graph_output) -> str:
+def _describe(output, size_text, dynamic, size, graph_output, input_type="float32", at_stride=False) -> str:
     shape = "dynamic, dynamic" if dynamic else f"{size[0]}, {size[1]}"
-    return f"wrote {output} ({size_text}, input float32 RGB 0..255 [1, {shape}, 3], output {graph_output})"
+    where = " at the output stride" if at_stride else ""
+    return (f"wrote {output} ({size_text}, input {input_type} RGB 0..255 [1, {shape}, 3], output "
+            f"{graph_output}{where})")
 
 
 def _onnx(config, model, output, size, quantization, graph_output, dynamic, winograd, calibration, images,

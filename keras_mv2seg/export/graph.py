@@ -3,8 +3,10 @@
 * :func:`native_model` -- the model rebuilt at the export size with native dilated depthwise convolutions (one
   grouped, dilated convolution per layer instead of SpaceToBatch pairs) and, with ``winograd`` 2 or 4, the dense
   3x3 stride-1 convolutions by Winograd F(m x m, 3 x 3); same weights.
-* :func:`serve` -- the serving computation, written once: input ``images`` float32 RGB 0..255 [1, H, W, 3]
-  (normalisation inside), output ``labels`` (int32 class map, the argmax inside the graph) or ``logits``.
+* :func:`serve` -- the serving computation, written once: input ``images`` RGB 0..255 [1, H, W, 3], float32 or
+  uint8 (normalisation inside), output ``labels`` (int32 class map, the argmax inside the graph), ``logits`` or
+  ``scores`` (the softmax probabilities); :func:`stride_model` -- the same network without its final resize
+  (logits at the output stride, for clients that resize the scores themselves, as MediaPipe does).
 * :func:`export_function` -- that computation as a ``tf.function`` with its input signature (fixed or dynamic
   height/width), what ONNX and OpenVINO convert.
 * The Winograd rule (:func:`winograd_applies`, :func:`winograd_tile`, :func:`check_winograd`) and the int8
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 
+import keras
 import tensorflow as tf
 
 from keras_mv2seg.data.sources import has_data, sample_images
@@ -23,7 +26,8 @@ from keras_mv2seg.models.segmenter import build_segmenter
 
 RUNTIMES = ("onnxruntime", "openvino")
 RUNTIMES_BY_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}
-OUTPUTS = ("labels", "logits")
+OUTPUTS = ("labels", "logits", "scores")
+HEAD_LOGITS_LAYER = "decode_conv_seg"  # every head's classifier: its output is the logits at the output stride
 
 
 def require(module: str, extra: str):
@@ -36,7 +40,7 @@ def require(module: str, extra: str):
 
 def check_output(output: str):
     if output not in OUTPUTS:
-        raise ValueError(f"output must be 'labels' or 'logits', received {output!r}")
+        raise ValueError(f"output must be one of {OUTPUTS}, received {output!r}")
 
 
 # --- Winograd ---------------------------------------------------------------------------------------------------
@@ -102,11 +106,24 @@ def native_model(config, model, input_size, winograd: int = 0):
     return native
 
 
+def stride_model(native):
+    """``native`` without its final bilinear resize: the head's logits at the output stride (H/8, W/8 for the
+    M-V2-D8 models), same weights."""
+    view = keras.Model(native.input, native.get_layer(HEAD_LOGITS_LAYER).output, name=f"{native.name}_at_stride")
+    view.segmenter_config = getattr(native, "segmenter_config", None)
+    return view
+
+
 def serve(native, images, output: str = "labels"):
-    """The serving computation of every runtime export: the class map (``labels``, int32) or the logits."""
+    """The serving computation of every runtime export: the class map (``labels``, int32), the logits or the
+    softmax ``scores``; uint8 ``images`` are cast inside the graph (0..255 either way)."""
+    if images.dtype != tf.float32:
+        images = tf.cast(images, tf.float32)
     logits = native(images, training=False)
     if output == "labels":
         return tf.argmax(logits, axis=-1, output_type=tf.int32, name="labels")
+    if output == "scores":
+        return tf.nn.softmax(logits, axis=-1, name="scores")
     return tf.identity(logits, name="logits")
 
 

@@ -17,6 +17,8 @@ from keras_mv2seg.data.sources import has_data, sample_images
 from keras_mv2seg.data.toy import synthetic_image
 from keras_mv2seg.export import saved_model as saved_model_export
 from keras_mv2seg.export import tflite as tflite_export
+from keras_mv2seg.export import tflite_metadata
+from keras_mv2seg.export.graph import stride_model
 from keras_mv2seg.inference import pad_to_crop_logits
 
 MAX_LOGIT_DIFFERENCE = 1e-3
@@ -41,20 +43,38 @@ def check_images(config, data_root=None, count: int = 3, size=None, split: str =
     return sample_images(config, split, data_root, count, size)
 
 
-def compare_runtime(run, model, images, output: str = "labels", precision: str = "float32") -> Verification:
-    """Compare ``run(batch) -> labels or logits`` with the Keras model on ``images`` (float32 must match)."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def keras_logits(model, at_stride: bool = False):
+    """``image [H, W, 3] -> logits`` of the Keras model, at full size or (``at_stride``) before the final resize,
+    what an ``at_stride`` export computes."""
+    network = stride_model(model) if at_stride else model
+    return lambda image: network(np.asarray(image, np.float32)[None], training=False).numpy()[0]
+
+
+def compare_runtime(run, model, images, output: str = "labels", precision: str = "float32",
+                    at_stride: bool = False) -> Verification:
+    """Compare ``run(batch) -> labels, logits or scores`` with the Keras model on ``images`` (float32 must
+    match: the class map, and the logits or probabilities to :data:`MAX_LOGIT_DIFFERENCE`)."""
     agreements, differences = [], []
+    reference = keras_logits(model, at_stride)
     for image in images[:3]:
-        expected = model(image[None], training=False).numpy()[0]
+        expected = reference(image)
         result = run(np.asarray(image, np.float32)[None])[0]
         labels = result if output == "labels" else result.argmax(-1)
         agreements.append(float((labels == expected.argmax(-1)).mean()))
-        if output == "logits":
-            differences.append(float(np.abs(result - expected).max()))
+        if output != "labels":
+            target = softmax(expected) if output == "scores" else expected
+            differences.append(float(np.abs(result - target).max()))
     agreement = min(agreements)
     line = f"  labels agree with Keras on {100 * agreement:.3f}% of pixels (worst of {len(agreements)} images)"
     if differences:
-        line += f", max |logit diff| {max(differences):.2e}"
+        line += f", max |{'probability' if output == 'scores' else 'logit'} diff| {max(differences):.2e}"
+    if at_stride:
+        line += " (at the output stride)"
     if precision != "float32":
         return Verification(True, [line + f" ({precision}: reported, not asserted; benchmarks/export_quality.py "
                                           "measures its mIoU)"])
@@ -83,13 +103,38 @@ def verify_saved_model(path, model, images, pad_to_crop=None) -> Verification:
     return result
 
 
-def verify_tflite(content: bytes, model, images, output: str = "labels", quantization: str = "float32") -> Verification:
-    """The TFLite op list (no Flex ops, no SpaceToBatch lowering) and the LiteRT run compared with Keras."""
+def verify_tflite(content: bytes, model, images, output: str = "labels", quantization: str = "float32",
+                  at_stride: bool = False, class_names=None) -> Verification:
+    """The TFLite op list (no Flex ops, no SpaceToBatch lowering), its metadata (the labels file holds
+    ``class_names``; score outputs declare their activation) and the LiteRT run compared with Keras."""
     names = tflite_export.op_names(content)
     problems = tflite_export.check_ops(names)
     result = Verification(not problems, [f"  ops: {', '.join(names)}",
                                          f"  op check: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}"])
-    return result.add(compare_runtime(tflite_export.runner(content), model, images, output, quantization))
+    result.add(verify_tflite_metadata(content, output, class_names))
+    return result.add(compare_runtime(tflite_export.runner(content), model, images, output, quantization, at_stride))
+
+
+def verify_tflite_metadata(content: bytes, output: str, class_names=None) -> Verification:
+    """Read a TFLite file's metadata back: present, its labels file packed and equal to ``class_names``, and the
+    activation MediaPipe applies declared for score outputs."""
+    metadata = tflite_metadata.read_segmenter_metadata(content)
+    if metadata is None:
+        return Verification(False, ["  metadata: FAIL: none (MediaPipe's ImageSegmenter refuses such a file)"])
+    problems = [f"associated file {name} not packed" for name in metadata["files_missing"]]
+    labels = []
+    if not metadata["files_missing"]:
+        labels = tflite_metadata.associated_file(content, tflite_metadata.LABELS_FILE).decode().splitlines()
+        if class_names is not None and labels != list(class_names):
+            problems.append(f"labels file holds {len(labels)} names, the config has {len(class_names)} classes")
+    wanted = tflite_export.ACTIVATION_OF_OUTPUT[output]
+    if metadata["activation"] != wanted:
+        problems.append(f"activation {metadata['activation']} declared, {wanted} expected")
+    image = metadata["inputs"][0]
+    normalisation = f"mean {image['mean']} std {image['std']}" if "mean" in image else "no normalisation (uint8)"
+    line = (f"  metadata: {metadata['name']} {metadata['version']}, input {image['content']} ({normalisation}), "
+            f"{len(labels)} labels, activation {metadata['activation']}, parser >= {metadata['min_parser_version']}")
+    return Verification(not problems, [line + (" -> PASS" if not problems else " -> FAIL: " + "; ".join(problems))])
 
 
 def op_line(ops) -> str:
