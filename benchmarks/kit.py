@@ -23,16 +23,19 @@ DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "refere
 DEFAULT_REFERENCE_VENV = Path.home() / ".cache" / "keras_mv2seg" / "mmseg-ref"
 
 
-def toy_trained(head: str, max_iters: int = 300, work_root="work_dirs", verbose: int = 0):
-    """(config, best weights) of the head's full M-V2-D8 Cityscapes architecture trained on the toy dataset with
-    the toy recipe (128x128 crops, batch 8, ``max_iters``): real weights with real class margins for the
-    deployment accuracy checks, at no download. Resumes or reuses ``<work_root>/toy_m-v2-d8_<head>``."""
+def toy_trained(head: str, max_iters: int = 300, work_root="work_dirs", verbose: int = 0, load_from: str = ""):
+    """(config, best weights) of the head's full M-V2-D8 Cityscapes architecture (or of a Cityscapes config named
+    ``head``, e.g. ``deeplab_mnv2_cityscapes``) trained on the toy dataset with the toy recipe (128x128 crops,
+    batch 8, ``max_iters``; fine-tuned from ``load_from`` where given): real weights with real class margins for
+    the deployment accuracy checks, at no download. Resumes or reuses ``<work_root>/toy_m-v2-d8_<head>``
+    (``<work_root>/toy_<config>``)."""
     from keras_mv2seg.config import get_config
     from keras_mv2seg.training import train
 
     toy = get_config("toy")
-    config = get_config(HEAD_CONFIGS[head]).replace(
-        name=f"toy_m-v2-d8_{head}", dataset="toy", data_root=toy.data.data_root, crop_size=toy.data.crop_size,
+    name = f"toy_m-v2-d8_{head}" if head in HEAD_CONFIGS else f"toy_{head}"
+    config = get_config(HEAD_CONFIGS.get(head, head)).replace(
+        name=name, dataset="toy", load_from=load_from, data_root=toy.data.data_root, crop_size=toy.data.crop_size,
         base_scale=toy.data.base_scale, max_iters=max_iters, batch_size=toy.train.batch_size,
         eval_interval=min(toy.train.eval_interval, max_iters), checkpoint_interval=min(toy.train.eval_interval,
                                                                                        max_iters))

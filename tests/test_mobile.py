@@ -35,7 +35,8 @@ def trained(tiny_toy_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("mobile_train")
     train(config, work, verbose=0)
     model = keras_mv2seg.build_for_inference(config, str(work / "final.weights.h5"))
-    return config, model, sample_images(config, "val", tiny_toy_root, 2, SIZE)
+    images = [np.round(image).astype(np.float32) for image in sample_images(config, "val", tiny_toy_root, 2, SIZE)]
+    return config, model, images  # whole pixel values, the same for MediaPipe (uint8) and Keras
 
 
 def segmenter(path):
@@ -141,7 +142,7 @@ def test_official_deeplab_at_257_loads_in_mediapipe(deeplab_fixtures, tmp_path):
     size = (257, 257)
     cityscapes = keras_mv2seg.get_config("deeplab_mnv2_cityscapes")
     model = keras_mv2seg.build_for_inference(cityscapes, str(deeplab_fixtures / "model.ckpt"))
-    image = check_images(cityscapes, None, 1, size)[0]
+    image = np.round(check_images(cityscapes, None, 1, size)[0]).astype(np.float32)
     pascal = keras_mv2seg.get_config("deeplab_mnv2_pascal")
     voc = keras_mv2seg.build_segmenter(pascal)  # the fixture's weights with a 21-class classifier of real margins
     for layer in voc.layers:

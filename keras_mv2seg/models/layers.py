@@ -206,6 +206,11 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     def call(self, inputs):
         bins = self.output_size
         if bins == 1:
+            size = inputs.shape[1:3]
+            if getattr(_GRAPH_FOR_EXPORT, "active", False) and None not in size:
+                # a fixed-size TFLite graph: one AVERAGE_POOL_2D (the same mean), which the LiteRT GPU
+                # delegate's documented op list has and MEAN is not
+                return tf.nn.avg_pool2d(inputs, ksize=tuple(size), strides=tuple(size), padding="VALID")
             return tf.reduce_mean(inputs, axis=(1, 2), keepdims=True)
         shape = tf.shape(inputs)
         batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
