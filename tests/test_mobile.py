@@ -91,7 +91,7 @@ def test_mediapipe_segments_like_keras(trained, tiny_toy_root, tmp_path, variant
             logits = model(image[None].astype(np.float32), training=False).numpy()[0]
             category, confidence = segment(client, image)
             agreement = (category == logits.argmax(-1)).mean()
-            floor = 0.99 if quantization == "int8" else (0.995 if at_stride else 0.999)
+            floor = 0.99 if quantization == "int8" else 0.999  # at the stride: MediaPipe's resize, the model's own
             assert agreement >= floor, (variant, agreement)
             if quantization == "float32" and not at_stride:
                 np.testing.assert_allclose(confidence, softmax(logits), atol=1e-3)

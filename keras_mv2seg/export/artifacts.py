@@ -150,9 +150,14 @@ def _tflite(config, model, output, size, quantization, graph_output, calibration
                                               options["at_stride"], classes_of(config))).passed
 
     path = tflite_export.write(output, content, overwrite=overwrite, check=check)
-    return _published(path, verification,
-                      _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output,
-                                options["input_type"], options["at_stride"]))
+    exported = _published(path, verification,
+                          _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output,
+                                    options["input_type"], options["at_stride"]))
+    if options["at_stride"] and config.model.conventions.align_corners:
+        exported.lines.append(f"  note: {config.name} resizes its logits with align_corners=True, which a client's "
+                              "resize (MediaPipe's) does not reproduce: its masks move by up to half a stride. Ship "
+                              "the in-graph resize (no --at-stride) for this model (docs/deployment.md, On a phone)")
+    return exported
 
 
 def _describe(output, size_text, dynamic, size, graph_output, input_type="float32", at_stride=False) -> str:
