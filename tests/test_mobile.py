@@ -64,10 +64,12 @@ def export(config, model, path, **options):
 VARIANTS = {  # name: (quantization, graph output, input type, at stride)
     "float32_scores": ("float32", "scores", "float32", False),
     "float32_logits_uint8_input": ("float32", "logits", "uint8", False),
+    "float16_scores_uint8_input": ("float16", "scores", "uint8", False),
     "float16_scores_at_stride": ("float16", "scores", "float32", True),
     "float32_logits_at_stride_uint8_input": ("float32", "logits", "uint8", True),
     "int8_scores_uint8_io": ("int8", "scores", "uint8", False),
     "int8_scores_at_stride": ("int8", "scores", "float32", True),
+    "int8_logits_float_io": ("int8", "logits", "float32", False),
 }
 
 
