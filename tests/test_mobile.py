@@ -168,3 +168,17 @@ def test_official_deeplab_at_257_loads_in_mediapipe(deeplab_fixtures, tmp_path):
         finally:
             client.close()
     assert list(classes_of(pascal))[:3] == ["background", "aeroplane", "bicycle"] and len(classes_of(pascal)) == 21
+
+
+def test_at_stride_export_of_an_align_corners_model_says_the_client_moves_its_masks(tmp_path):
+    from keras_mv2seg.config import ModelConfig
+
+    toy_config = keras_mv2seg.get_config("toy")
+    config = toy_config.__class__(name="tiny_deeplab", data=toy_config.data, model=ModelConfig(
+        head="deeplab", convention="deeplab", dropout=0.0, decode_channels=8, aux_channels=0, num_classes=19,
+        widen_factor=0.35))
+    model = keras_mv2seg.build_segmenter(config)
+    image = np.random.default_rng(0).integers(0, 255, (33, 33, 3)).astype(np.float32)
+    exported = export_model("tflite", config, model, output=tmp_path / "stride.tflite", input_size=(33, 33),
+                            graph_output="scores", at_stride=True, check_images=[image])
+    assert exported.passed and "align_corners=True" in exported.lines[-1] and "--at-stride" in exported.lines[-1]
