@@ -21,6 +21,8 @@ RUNS = {
                                 "--no-reference"],
     "bench_imbalance.py": ["--losses", "class_weight", "--seeds", "0", "--max-iters", "2", "--work-root",
                            "work_dirs/imbalance", "--no-reference"],
+    "bench_mobile.py": ["--sizes", "33x33", "--threads", "1", "--iters", "1", "--variants", "int8 uint8 io at stride",
+                        "--train-iters", "2"],
     "export_quality.py": ["--heads", "fcn", "--max-iters", "2", "--calibration", "2", "--paths",
                           "onnxruntime:float32"],
     "profile_runtime.py": ["--head", "fcn", "--size", "64x64", "--runtime", "onnxruntime", "--iters", "1",
