@@ -153,17 +153,21 @@ def _tflite(config, model, output, size, quantization, graph_output, calibration
     exported = _published(path, verification,
                           _describe(output, f"{len(content) / 2**20:.1f} MiB", False, size, graph_output,
                                     options["input_type"], options["at_stride"]))
-    if options["at_stride"] and not (config.model.conventions.align_corners and graph_output == "logits"):
-        exported.lines.append(stride_note(config, graph_output))
+    note = stride_note(config, graph_output) if options["at_stride"] else None
+    if note:
+        exported.lines.append(note)
     return exported
 
 
-def stride_note(config, graph_output: str) -> str:
-    """What a client makes of scores at the stride: MediaPipe's category mask is the argmax of the raw output
-    resized with align_corners=True (its confidence masks the activated output, half-pixel centres); only an
-    align-corners model's logits reproduce the model's own resize that way."""
-    own = "align_corners=True" if config.model.conventions.align_corners else "half-pixel centres"
-    advice = ("export --graph-output logits at the stride to match it exactly" if own == "align_corners=True"
+def stride_note(config, graph_output: str) -> str | None:
+    """What a client makes of an output at the stride: MediaPipe's category mask is the argmax of the raw output
+    resized with align_corners=True (its confidence masks the activated output, half-pixel centres), so only an
+    align-corners model's logits reproduce the model's own resize (None: nothing to say)."""
+    align_corners = config.model.conventions.align_corners
+    if align_corners and graph_output == "logits":
+        return None
+    own = "align_corners=True" if align_corners else "half-pixel centres"
+    advice = ("export --graph-output logits at the stride to match it exactly" if align_corners
               else "ship the in-graph resize (no --at-stride) where the masks must be the model's")
     return (f"  note: MediaPipe resizes a {graph_output} output at the stride itself (category mask: the argmax of "
             f"the output resized with align_corners=True); {config.name} resizes its logits with {own}, so the "

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_mv2seg.datasets_meta import classes_of
 from keras_mv2seg.export import tflite_metadata
 from keras_mv2seg.export.graph import check_calibration, check_output, native_model, serve, stride_model
+from keras_mv2seg.export.saved_model import labels_text
 from keras_mv2seg.files import atomic_save, refuse_existing
 from keras_mv2seg.machine import usable_threads
 from keras_mv2seg.models.layers import native_depthwise_for_export
@@ -79,7 +80,7 @@ def convert(config, model, input_size, *, quantization: str = "float32", output:
 
 def labels_file(config) -> bytes:
     """The associated labels file: the config's class names, one per line (line = class id)."""
-    return ("\n".join(classes_of(config)) + "\n").encode()
+    return labels_text(classes_of(config)).encode()
 
 
 def segmenter_metadata(config, input_size, quantization, output, input_type, at_stride, author="",

@@ -223,8 +223,7 @@ def _root(buffer: bytes):
 
 
 def _field(tab, slot):
-    offset = tab.Offset(4 + 2 * slot)
-    return offset
+    return tab.Offset(4 + 2 * slot)  # a table's slot i sits at vtable offset 4 + 2 i
 
 
 def _string(tab, slot):
@@ -255,13 +254,6 @@ def _float_vector(tab, slot):
     if not offset:
         return None
     return [float(v) for v in tab.GetVectorAsNumpy(number_types.Float32Flags, offset)]
-
-
-def _union(tab, slot):
-    offset = _field(tab, slot + 1)
-    if not offset:
-        return None
-    return _table_at(tab.Bytes, tab.Indirect(offset + tab.Pos))
 
 
 def metadata_buffer(content: bytes) -> bytes | None:
@@ -295,7 +287,7 @@ def read_segmenter_metadata(content: bytes) -> dict | None:
                       _scalar(f, 2, number_types.Int8Flags), "unknown")) for f in _tables(tab, 6)]}
         for unit in _tables(tab, 4):
             if _scalar(unit, 0, number_types.Uint8Flags) == _NORMALIZATION_OPTIONS:
-                options = _union(unit, 0)
+                options = _child(unit, 1)  # a union: its type in slot 0, its table in slot 1
                 result["mean"], result["std"] = _float_vector(options, 0), _float_vector(options, 1)
         return result
 

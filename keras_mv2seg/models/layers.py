@@ -109,9 +109,14 @@ class WinogradConv2D(keras.layers.Conv2D):
         return {**super().get_config(), "tile": self.tile}
 
 
+def tracing_for_export() -> bool:
+    """Whether a graph is being traced for a runtime elsewhere (inside :func:`native_depthwise_for_export`)."""
+    return getattr(_GRAPH_FOR_EXPORT, "active", False)
+
+
 def native_depthwise_in_use() -> bool:
     """Whether ``implementation="native"`` layers emit the native op now (kernel present, or tracing for export)."""
-    return getattr(_GRAPH_FOR_EXPORT, "active", False) or native_dilated_depthwise_supported()
+    return tracing_for_export() or native_dilated_depthwise_supported()
 
 
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
@@ -207,7 +212,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         bins = self.output_size
         if bins == 1:
             size = inputs.shape[1:3]
-            if getattr(_GRAPH_FOR_EXPORT, "active", False) and None not in size:
+            if tracing_for_export() and None not in size:
                 # a fixed-size TFLite graph: one AVERAGE_POOL_2D (the same mean), which the LiteRT GPU
                 # delegate's documented op list has and MEAN is not
                 return tf.nn.avg_pool2d(inputs, ksize=tuple(size), strides=tuple(size), padding="VALID")
