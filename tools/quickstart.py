@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 import keras_mv2seg  # noqa: E402
 from keras_mv2seg.cli import run_main, write_png, UsageError  # noqa: E402
-from keras_mv2seg.data.sources import evaluation_data, resolve_data_root  # noqa: E402
+from keras_mv2seg.data.sources import DataSource  # noqa: E402
 from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of  # noqa: E402
 from keras_mv2seg.evaluation import evaluate, format_table  # noqa: E402
 from keras_mv2seg.export import saved_model as saved_model_export  # noqa: E402
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
         interval = min(config.train.eval_interval, args.max_iters)
         config = config.replace(max_iters=args.max_iters, eval_interval=interval, checkpoint_interval=interval)
     work = Path(args.work_dir or Path("work_dirs") / config.name)
-    root = resolve_data_root(config)
-    print(f"[1/5] data: toy dataset in {root}")
+    source = DataSource(config)  # the toy dataset, generated on first use
+    print(f"[1/5] data: toy dataset in {source.root}")
 
     summary = train(config, work, verbose=0 if args.quiet else 1)
     speed = (f"{summary['train_images_per_s']:.1f} images/s while training" if summary["train_images_per_s"]
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     weights = work / "best.weights.h5"
     model = build_for_inference(config, weights)
-    metrics = evaluate(model, config, "val", root)
+    metrics = evaluate(model, config, source.evaluation("val"))
     names = classes_of(config)
     present = [i for i, iou in enumerate(metrics["IoU"]) if np.isfinite(iou)]
     print("[3/5] evaluation of best.weights.h5 (classes present in the toy data):")
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                        [names[i] for i in present]))
     (work / "eval.json").write_text(json.dumps({k: round(100 * metrics[k], 2) for k in ("aAcc", "mIoU", "mAcc")}))
 
-    image, label, name = next(iter(evaluation_data(config, "val", root)))
+    image, label, name = next(iter(source.evaluation("val")))
     image = image.numpy()
     saved = saved_model_export.export_saved_model(model, work / "export" / "saved_model", overwrite=True,
                                                   warmup_image=image.astype(np.uint8))

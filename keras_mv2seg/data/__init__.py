@@ -11,8 +11,8 @@
 
 from keras_mv2seg.data.layouts import Sample, list_samples
 from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
-from keras_mv2seg.data.sources import evaluation_data, resolve_data_root, training_data
+from keras_mv2seg.data.sources import DataSource, evaluation_data, resolve_data_root, training_data
 from keras_mv2seg.data.toy import make_toy_dataset
 
-__all__ = ["Sample", "list_samples", "eval_dataset", "evaluation_data", "resolve_data_root", "train_dataset",
+__all__ = ["DataSource", "Sample", "list_samples", "eval_dataset", "evaluation_data", "resolve_data_root", "train_dataset",
            "training_data", "make_toy_dataset"]

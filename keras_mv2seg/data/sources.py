@@ -7,8 +7,9 @@ A config reads its samples from one of three places, chosen here and nowhere els
 * the dataset's directory layout at the data root (``layouts``), the default; the toy dataset is generated
   there on first use.
 
-Training, validation, ``tools/test.py``, export calibration and the benchmarks all call ``training_data`` /
-``evaluation_data``, so a config scores the same data wherever it is evaluated.
+Training, validation, ``tools/test.py``, export calibration and the benchmarks all read through ``DataSource``
+(one per run in the trainer; ``training_data`` / ``evaluation_data`` make a one-off one), so a config scores the
+same data wherever it is evaluated.
 """
 
 from __future__ import annotations
@@ -59,27 +60,61 @@ def _tfds(config: Config, split: str, data_root) -> tf.data.Dataset:
                        reduce_zero_label=data.reduce_zero_label)
 
 
+class DataSource:
+    """Where one config's splits are read from, decided once per run: the source of each split
+    (:func:`source_kind`) and, when a split reads a dataset layout, the data root (argument, else
+    ``data.data_root``), resolved when the source is made (the toy dataset is generated there then). The trainer
+    holds one for its training batches, its validations and its error messages, so that the root is resolved
+    once; :func:`training_data` and :func:`evaluation_data` are one-off sources."""
+
+    def __init__(self, config: Config, data_root=None):
+        self.config = config
+        self._given = data_root
+        # resolved now (a missing root fails before anything is built); None for TFDS or records
+        self.root = resolve_data_root(config, data_root) if needs_data_root(config) else None
+
+    def kind(self, split: str) -> str:
+        return source_kind(self.config, split)
+
+    def training(self, *, batch_size: int | None = None, seed: int = 0, start_sample: int = 0) -> tf.data.Dataset:
+        """The infinite, augmented training batches (see ``pipeline.train_dataset``)."""
+        config, kind = self.config, self.kind("train")
+        common = dict(batch_size=batch_size, seed=seed, start_sample=start_sample)
+        if kind == "tfds":
+            return train_dataset(config, stream=_tfds(config, "train", self._given), **common)
+        if kind == "records":
+            return train_dataset(config, records=config.data.train_records, **common)
+        return train_dataset(config, self._layout_root(), **common)
+
+    def evaluation(self, split: str = "val") -> tf.data.Dataset:
+        """(image resized by the test rule, label at full size, name) per image of ``split`` (see
+        ``pipeline.eval_dataset``)."""
+        config, kind = self.config, self.kind(split)
+        if kind == "tfds":
+            return eval_dataset(config, stream=_tfds(config, split, self._given))
+        if kind == "records":
+            return eval_dataset(config, records=_records(config, split))
+        return eval_dataset(config, self._layout_root(), split)
+
+    def undecodable_files(self, split: str = "train") -> str:
+        return undecodable_files(self.config, self.root or self._given, split)
+
+    def _layout_root(self) -> Path:
+        if self.root is None:  # a layout split (test) of a config whose train and val come from elsewhere
+            self.root = resolve_data_root(self.config, self._given)
+        return self.root
+
+
 def training_data(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
                   start_sample: int = 0) -> tf.data.Dataset:
     """The infinite, augmented training batches of ``config`` (see ``pipeline.train_dataset``)."""
-    kind = source_kind(config, "train")
-    common = dict(batch_size=batch_size, seed=seed, start_sample=start_sample)
-    if kind == "tfds":
-        return train_dataset(config, stream=_tfds(config, "train", data_root), **common)
-    if kind == "records":
-        return train_dataset(config, records=config.data.train_records, **common)
-    return train_dataset(config, resolve_data_root(config, data_root), **common)
+    return DataSource(config, data_root).training(batch_size=batch_size, seed=seed, start_sample=start_sample)
 
 
 def evaluation_data(config: Config, split: str = "val", data_root=None) -> tf.data.Dataset:
     """(image resized by the test rule, label at full size, name) per image of ``split`` (see
     ``pipeline.eval_dataset``)."""
-    kind = source_kind(config, split)
-    if kind == "tfds":
-        return eval_dataset(config, stream=_tfds(config, split, data_root))
-    if kind == "records":
-        return eval_dataset(config, records=_records(config, split))
-    return eval_dataset(config, resolve_data_root(config, data_root), split)
+    return DataSource(config, data_root).evaluation(split)
 
 
 def has_data(config: Config, data_root=None) -> bool:

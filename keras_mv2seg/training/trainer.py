@@ -31,7 +31,7 @@ from keras_mv2seg.config import Config
 from keras_mv2seg.data.check import training_split_problem
 from keras_mv2seg.data.decode import data_errors_named
 from keras_mv2seg.data.description import described
-from keras_mv2seg.data.sources import needs_data_root, resolve_data_root, training_data, undecodable_files
+from keras_mv2seg.data.sources import DataSource
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
 from keras_mv2seg.training.controls import averaged_weights
@@ -109,7 +109,7 @@ class _Monitor(keras.callbacks.Callback):
 class _Run:
     def __init__(self, config: Config, work_dir: Path, data_root, seed: int, strategy, verbose: int):
         self.config, self.work_dir, self.seed, self.verbose = config, work_dir, seed, verbose
-        self.data_root = resolve_data_root(config, data_root) if needs_data_root(config) else data_root
+        self.source = DataSource(config, data_root)  # the data root resolved once, for training and validation
         self.strategy = strategy or make_strategy(config.train.distribution, config.train.startup_timeout_s)
         self.chief = is_chief(self.strategy)
         self.global_batch = config.train.batch_size  # the batch of one optimizer update
@@ -178,7 +178,7 @@ class _Run:
         and ``best.json`` first, then the metrics line -- so a metrics line never reports a best whose weights
         are missing; a run killed in between re-validates this iteration when resumed (:meth:`repair`)."""
         with averaged_weights(self.model, self.optimizer):  # the EMA weights, when train.ema_decay keeps them
-            result = evaluate(inference_model(self.model), self.config, "val", self.data_root)
+            result = evaluate(inference_model(self.model), self.config, self.source.evaluation("val"))
             record = {"iteration": iteration, **{k: result[k] for k in ("mIoU", "aAcc", "mAcc")}}
             self.scalars(iteration, {f"val/{k}": v for k, v in record.items() if k != "iteration"})
             record["IoU"] = [float(v) if math.isfinite(v) else None for v in result["IoU"]]  # per class; None: absent
@@ -286,8 +286,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
     stopped = run.early_stop()
     if start < train_cfg.max_iters and stopped is None:
         # micro-batches of one update in a row: the samples of iteration i are those of the unaccumulated run
-        dataset = training_data(config, run.data_root, batch_size=run.micro_batch, seed=seed,
-                                start_sample=start * run.global_batch)
+        dataset = run.source.training(batch_size=run.micro_batch, seed=seed, start_sample=start * run.global_batch)
         dataset = dataset.map(with_targets(run.model))
         try:
             with data_errors_named():
@@ -299,7 +298,7 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
             if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
                 raise
             raise ValueError(f"a training image or label could not be decoded ({first}); "
-                             f"{undecodable_files(config, run.data_root)}") from error
+                             f"{run.source.undecodable_files()}") from error
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
