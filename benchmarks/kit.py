@@ -133,24 +133,27 @@ def _run(command, env):
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
 
 
-def train_toy_ours(work, seed: int, max_iters: int, options=()) -> list[dict]:
-    """``tools/train.py toy`` in ``work`` (validation every 100 iterations, ``options`` as ``--cfg-options``),
-    unless it finished there before; its metrics.jsonl records."""
+def train_toy_ours(work, seed: int, max_iters: int, options=(), val_interval: int = 100) -> list[dict]:
+    """``tools/train.py toy`` in ``work`` (validation every ``val_interval`` iterations, ``options`` as
+    ``--cfg-options``), unless it finished there before; its metrics.jsonl records."""
     work = Path(work).resolve()  # the tool runs in the checkout; the work dir is the caller's
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "summary.json").is_file():
         _run([sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed", str(seed),
-              "--quiet", "--max-iters", str(max_iters), "--cfg-options", f"eval_interval={min(100, max_iters)}",
+              "--quiet", "--max-iters", str(max_iters), "--cfg-options", f"eval_interval={min(val_interval, max_iters)}",
               *options], {"TF_CPP_MIN_LOG_LEVEL": "2"})
     return [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def train_toy_reference(reference: "Reference", work, seed: int, data_root, max_iters: int, env=None) -> dict:
-    """The reference kit's ``train_toy.py`` in ``work`` (validation every 100 iterations, ``env`` its other
-    settings: DECODE_LOSS, SAMPLER, ...), unless it finished there before; its result.json."""
+def train_toy_reference(reference: "Reference", work, seed: int, data_root, max_iters: int, env=None,
+                        val_interval: int = 100) -> dict:
+    """The reference kit's ``train_toy.py`` in ``work`` (validation every ``val_interval`` iterations, the
+    training loss logged every iteration, ``env`` its other settings: DECODE_LOSS, SAMPLER, ...), unless it
+    finished there before; its result.json."""
     work = Path(work).resolve()
     result = work / "result.json"
     if not result.is_file():
         _run([str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)],
-             {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(100, max_iters)), **(env or {})})
+             {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(val_interval, max_iters)), "LOG_INTERVAL": "1",
+              **(env or {})})
     return json.loads(result.read_text())

@@ -132,3 +132,31 @@ def test_symmetric_padding_for_strided_mmseg_convs():
     assert mode == "valid" and tuple(padded.shape) == (1, 10, 10, 1)
     same, mode = pad_for_conv(x, 3, 2, 1, "deeplab", "t2")
     assert mode == "same" and same is x
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 1, 3), (2, 5, 4, 3)])
+def test_batch_norm_moving_variance_follows_the_references(shape):
+    """The moving variance takes the unbiased batch variance, as torch's BatchNorm2d and TF's fused batch norm
+    (slim, the official DeepLab) do -- the variance that ``tf.compat.v1.nn.fused_batch_norm`` returns -- while the
+    batch is normalised by the biased one; ``unbiased_moving_variance=False`` is Keras' own rule."""
+    from keras_mv2seg.models.layers import BatchNormalization
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=shape).astype(np.float32)
+    _, fused_mean, fused_variance = tf.compat.v1.nn.fused_batch_norm(
+        x, np.ones(3, np.float32), np.zeros(3, np.float32), epsilon=1e-5, is_training=True)
+    biased = x.var(axis=(0, 1, 2))
+    normalised = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(biased + 1e-5)
+    for unbiased, variance in ((True, fused_variance.numpy()), (False, biased)):
+        layer = BatchNormalization(momentum=0.9, epsilon=1e-5, unbiased_moving_variance=unbiased)
+        out = layer(x, training=True)
+        np.testing.assert_allclose(out, normalised, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_mean, 0.1 * fused_mean.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(layer.moving_variance, 0.9 + 0.1 * variance, rtol=1e-5)
+        np.testing.assert_allclose(layer(x, training=False), (x - layer.moving_mean) / np.sqrt(
+            np.asarray(layer.moving_variance) + 1e-5), atol=1e-4)
+    assert not np.allclose(fused_variance.numpy(), biased, rtol=1e-3)  # the two rules differ here
+    frozen = BatchNormalization(use_moving_statistics=True)
+    np.testing.assert_allclose(frozen(x, training=True), x / np.sqrt(1 + 1e-3), rtol=1e-5)
+    np.testing.assert_array_equal(frozen.moving_variance, np.ones(3, np.float32))
+    restored = BatchNormalization.from_config(BatchNormalization(unbiased_moving_variance=False).get_config())
+    assert restored.unbiased_moving_variance is False

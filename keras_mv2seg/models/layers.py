@@ -253,21 +253,47 @@ def layer_part(name: str) -> str | None:
 
 @keras.saving.register_keras_serializable(package="keras_mv2seg")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' batch norm with one more training mode: ``use_moving_statistics`` normalises by the moving
-    statistics during training too and leaves them as they are, while gamma and beta still train -- mmseg's
-    ``norm_eval`` (a ``_BatchNorm`` in ``eval()`` mode) and the official DeepLab's ``fine_tune_batch_norm=False``.
-    (``trainable = False`` freezes gamma and beta as well.) Set before the training step is traced
-    (``training.controls.set_norm_eval``)."""
+    """Keras' batch norm as both references train it, with one more training mode.
 
-    def __init__(self, *args, use_moving_statistics: bool = False, **kwargs):
+    * The moving variance is updated with the *unbiased* batch variance (Bessel's correction ``n / (n - 1)``,
+      ``n`` the values per channel in the batch, across replicas when ``synchronized``), as torch's
+      ``BatchNorm2d`` (mmseg) and TensorFlow's fused batch norm (``tf.compat.v1.nn.fused_batch_norm``, which
+      slim's ``batch_norm`` and so the official DeepLab use) do; the batch itself is normalised by the biased
+      variance, as everywhere. Keras updates with the biased one: for the ASPP image pooling's batch norm on
+      [8, 1, 1, C] that is 7/8 of the reference's moving variance (``unbiased_moving_variance=False``: Keras' rule).
+    * ``use_moving_statistics`` normalises by the moving statistics during training too and leaves them as they
+      are, while gamma and beta still train -- mmseg's ``norm_eval`` (a ``_BatchNorm`` in ``eval()`` mode) and the
+      official DeepLab's ``fine_tune_batch_norm=False``. (``trainable = False`` freezes gamma and beta as well.)
+      Set before the training step is traced (``training.controls.set_norm_eval``)."""
+
+    def __init__(self, *args, use_moving_statistics: bool = False, unbiased_moving_variance: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.use_moving_statistics = bool(use_moving_statistics)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
 
     def call(self, inputs, training=None, mask=None):
-        return super().call(inputs, training=False if self.use_moving_statistics else training, mask=mask)
+        training = False if self.use_moving_statistics else training
+        if not (training and self.trainable and self.unbiased_moving_variance) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs  # as Keras does
+        mean, variance = self._moments(x, None)
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), self._reduction_axes)), variance.dtype)
+        if self.synchronized:  # the moments are over the global batch
+            count *= tf.distribute.get_replica_context().num_replicas_in_sync
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        momentum = tf.cast(self.momentum, variance.dtype)
+        self.moving_mean.assign(tf.cast(self.moving_mean, mean.dtype) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(tf.cast(self.moving_variance, variance.dtype) * momentum
+                                    + unbiased * (1.0 - momentum))
+        gamma = tf.cast(self.gamma, x.dtype) if self.scale else None
+        beta = tf.cast(self.beta, x.dtype) if self.center else None
+        outputs = keras.ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma,
+                                                epsilon=self.epsilon)
+        return tf.cast(outputs, self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "use_moving_statistics": self.use_moving_statistics}
+        return {**super().get_config(), "use_moving_statistics": self.use_moving_statistics,
+                "unbiased_moving_variance": self.unbiased_moving_variance}
 
 
 def conv_bn_act(
