@@ -1,115 +1,186 @@
 #!/usr/bin/env python
-"""Input pipeline throughput on Cityscapes-size inputs (1024x2048 PNG image + label): decode and the train
-augmentations (rescale 0.5-2.0, crop 512x1024 with the 75 % rule, flip, photometric distortion, pad),
-tf.data (this project) side by side with a NumPy/OpenCV implementation of the same steps (the reference's
-style) in the same run, as images/s per core and their ratio.
+"""Input pipeline throughput on Cityscapes-size files, this project's tf.data against mmseg 1.2.2's own pipeline,
+same files, same run, alternately: 1024x2048 PNG image + label pairs (``make_toy_dataset(..., height=1024,
+width=2048)``), the Cityscapes train transforms (decode, rescale 0.5-2.0, crop 512x1024 with the 75 % rule, flip,
+photometric distortion, pad, batch).
 
-    python benchmarks/bench_pipeline.py [--images 8] [--count 24]
+    python benchmarks/bench_pipeline.py [--images 8] [--count 24] [--rounds 2] [--root DIR]
+        [--reference-python PY] [--reference-dir DIR] [--no-reference]
+
+Per round: this project on 1 thread, mmseg on 1 core (``reference/pipeline_stages.py``, the reference kit's
+python), this project on 2 threads, this project on 1 thread from the decoded-sample cache (``data.cache_dir``).
+Each side in its own process. Prints the milliseconds per image of each stage on both sides (timed one stage at a
+time on the same samples), the images/s of each whole pipeline (tf.data: ``train_dataset``, batch 2, its private
+thread pool and intra-op threads set to the thread count), the ratios per core, the cache's size and the machine.
+The images are generated once into ``--root`` (default ``work_dirs/pipeline_city``) and reused.
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_mv2seg  # noqa: E402
-from keras_mv2seg.data import list_samples, make_toy_dataset, train_dataset  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["decode image", "decode label", "rescale + crop", "flip", "photometric", "pad", "whole-image rescale"]
 
 
-def opencv_sample(image_path, label_path, rng, crop=(512, 1024), scale=(2048, 1024)):
-    """One training sample the reference's way: cv2 decode, rescale, crop (75 % rule), flip, photometric, pad."""
-    image = cv2.imread(image_path, cv2.IMREAD_COLOR)
-    label = cv2.imread(label_path, cv2.IMREAD_UNCHANGED)
-    ratio = rng.uniform(0.5, 2.0)
-    h, w = image.shape[:2]
-    factor = min(max(scale) * ratio / max(h, w), min(scale) * ratio / min(h, w))
-    size = (int(w * factor + 0.5), int(h * factor + 0.5))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-    for _ in range(10):
-        top = rng.integers(0, max(label.shape[0] - crop[0], 0) + 1)
-        left = rng.integers(0, max(label.shape[1] - crop[1], 0) + 1)
-        window = label[top:top + crop[0], left:left + crop[1]]
-        values, counts = np.unique(window[window != 255], return_counts=True)
-        if len(counts) > 1 and counts.max() / counts.sum() < 0.75:
-            break
-    image = image[top:top + crop[0], left:left + crop[1]]
-    label = window
-    if rng.random() < 0.5:
-        image, label = image[:, ::-1], label[:, ::-1]
-    image = image.astype(np.float32)
-    if rng.random() < 0.5:
-        image = np.clip(image + rng.uniform(-32, 32), 0, 255).astype(np.uint8).astype(np.float32)
-    mode = rng.integers(2)
-    if mode == 1 and rng.random() < 0.5:
-        image = np.clip(image * rng.uniform(0.5, 1.5), 0, 255)
-    hsv = cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_BGR2HSV)
-    if rng.random() < 0.5:
-        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)
-    if rng.random() < 0.5:
-        hsv[..., 0] = (hsv[..., 0].astype(int) + rng.integers(-18, 19)) % 180
-    image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)
-    if mode == 0 and rng.random() < 0.5:
-        image = np.clip(image * rng.uniform(0.5, 1.5), 0, 255)
-    pad_h, pad_w = crop[0] - image.shape[0], crop[1] - image.shape[1]
-    image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
-    label = cv2.copyMakeBorder(np.ascontiguousarray(label), 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=255)
-    return image, label
+def worker(root: str, count: int, threads: int, cache: str) -> dict:
+    """This project's side in this process: per-stage times and the whole tf.data pipeline's rate."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
 
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras_mv2seg
+    from keras_mv2seg.data import augment, list_samples, train_dataset
+    from keras_mv2seg.data.decode import decode_image, decode_label, kind_index
+    from keras_mv2seg.data.pipeline import pad_pixel
 
-def tf_rate(config, samples, count, threads):
-    dataset = train_dataset(config, batch_size=1, samples=samples)
+    config = keras_mv2seg.get_config("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes").replace(data_root=root)
+    if cache:
+        config = config.replace(cache_dir=cache)
+    data = config.data
+    samples, _ = list_samples("cityscapes", root, "train")
+    result = {"threads": threads, "cache": bool(cache)}
+    if cache:  # fill the cache first (decoding every file once), not timed as the pipeline
+        start = time.perf_counter()
+        next(iter(train_dataset(config, batch_size=1, samples=samples)))
+        result["cache_fill_s"] = time.perf_counter() - start
+        result["cache_gb"] = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e9
+    else:
+        kind = kind_index(samples[0].label_kind)
+        stage = {
+            "decode image": tf.function(lambda path: decode_image(path)),
+            "decode label": tf.function(lambda path: decode_label(path, kind)),
+            "rescale + crop": tf.function(lambda image, label, seed: augment.random_rescale_crop(
+                image, label, seed, seed + 1, data.base_scale, data.crop_size, data.ratio_range, data.cat_max_ratio,
+                data.ignore_index)),
+            "whole-image rescale": tf.function(lambda image, label, seed: augment.random_crop(
+                *augment.random_rescale(image, label, seed, data.base_scale, data.ratio_range), seed + 1,
+                data.crop_size, data.cat_max_ratio, data.ignore_index)),
+            "flip": tf.function(lambda image, label, seed: augment.random_flip(image, label, seed)),
+            "photometric": tf.function(lambda image, seed: augment.photometric_distortion(image, seed)),
+            "pad": tf.function(lambda image, label: augment.pad_to_size(image, label, data.crop_size,
+                                                                        pad_pixel(config), data.ignore_index)),
+        }
+        seconds = dict.fromkeys(STAGES, 0.0)
+
+        def timed(name, *args):
+            start = time.perf_counter()
+            out = stage[name](*args)
+            seconds[name] += time.perf_counter() - start
+            return out
+
+        for i in range(count + 2):  # two warm-up samples (tracing)
+            if i == 2:
+                seconds = dict.fromkeys(STAGES, 0.0)
+            sample, seed = samples[i % len(samples)], tf.constant([i, 11], tf.int64)
+            image, label = timed("decode image", sample.image), timed("decode label", sample.label)
+            timed("whole-image rescale", image, label, seed)
+            image, label = timed("rescale + crop", image, label, seed)
+            image, label = timed("flip", image, label, seed + 2)
+            image = timed("photometric", image, seed + 3)
+            timed("pad", image, label)
+        result["ms_per_image"] = {k: 1000 * v / count for k, v in seconds.items()}
+    dataset = train_dataset(config, batch_size=2, samples=samples)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.autotune.cpu_budget = threads
-    dataset = dataset.with_options(options)
-    iterator = iter(dataset)
-    next(iterator)  # trace
+    iterator = iter(dataset.with_options(options))
+    next(iterator)  # trace, fill
     start = time.perf_counter()
-    for _ in range(count):
+    for _ in range(max(count // 2, 1)):
         next(iterator)
-    return count / (time.perf_counter() - start)
+    result["images_per_s"] = 2 * max(count // 2, 1) / (time.perf_counter() - start)
+    return result
+
+
+def run_worker(args, threads: int, cache: str = "") -> dict:
+    command = [sys.executable, __file__, "--worker", str(threads), "--root", args.root, "--count", str(args.count)]
+    if cache:
+        command += ["--cache", cache]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_reference(reference, args) -> dict:
+    command = [str(reference.python), str(ROOT / "benchmarks" / "reference" / "pipeline_stages.py"), args.root,
+               "--images", str(args.count)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "REFERENCE_DIR": str(reference.folder), "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8, help="distinct generated 1024x2048 images")
-    parser.add_argument("--count", type=int, default=24, help="samples timed per pipeline")
+    parser.add_argument("--count", type=int, default=24, help="samples timed per measurement")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--root", default="work_dirs/pipeline_city")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kit import Reference, add_reference_arguments
+
+    add_reference_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cores = os.cpu_count()
-    with tempfile.TemporaryDirectory() as folder:
-        root = make_toy_dataset(os.path.join(folder, "city"), train=args.images, val=1, height=1024, width=2048)
-        samples, _ = list_samples("cityscapes", root, "train")
-        config = keras_mv2seg.get_config("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes", data_root=root)
-        cv2.setNumThreads(1)
-        rng = np.random.default_rng(0)
-        opencv_sample(samples[0].image, samples[0].label, rng)  # warm up
-        start = time.perf_counter()
-        for i in range(args.count):
-            sample = samples[i % len(samples)]
-            opencv_sample(sample.image, sample.label, rng)
-        opencv_one = args.count / (time.perf_counter() - start)
-        tf_one = tf_rate(config, samples, args.count, 1)
-        tf_all = tf_rate(config, samples, args.count, cores)
-        cached = config.replace(cache_dir=os.path.join(folder, "cache"))
-        tf_cached = tf_rate(cached, samples, args.count, 1)
+    if args.worker:
+        print(json.dumps(worker(args.root, args.count, args.worker, args.cache)))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    from keras_mv2seg.data import make_toy_dataset
     from keras_mv2seg.machine import describe_machine
 
+    args.root = str(make_toy_dataset(Path(args.root).resolve(), train=args.images, val=1, height=1024, width=2048))
+    reference = None if args.no_reference else Reference.find(args.reference_python, args.reference_dir)
+    cache = str(Path(args.root).parent / (Path(args.root).name + "_cache"))
     print(f"machine: {describe_machine()}")
-    print(f"decode + train augmentations, 1024x2048 PNG -> 512x1024 crops, {cores} cores")
-    print(f"{'pipeline':34s} {'images/s':>9s} {'images/s/core':>14s}")
-    print(f"{'NumPy/OpenCV, 1 thread':34s} {opencv_one:9.2f} {opencv_one:14.2f}")
-    print(f"{'tf.data, 1 thread':34s} {tf_one:9.2f} {tf_one:14.2f}")
-    print(f"{f'tf.data, {cores} threads (AUTOTUNE)':34s} {tf_all:9.2f} {tf_all / cores:14.2f}")
-    print(f"{'tf.data, 1 thread, data.cache_dir':34s} {tf_cached:9.2f} {tf_cached:14.2f}")
-    print(f"ratio tf.data / OpenCV per core: {tf_one / opencv_one:.2f} (decoded cache: {tf_cached / opencv_one:.2f})")
+    print(f"{args.images} generated 1024x2048 PNG pairs in {args.root}; {args.count} samples per measurement; "
+          f"{args.rounds} rounds, alternating")
+    print(f"reference: {reference.version() if reference else 'not run -- ' + (Reference.missing_reason or '--no-reference')}")
+    runs = {"ours 1": [], "mmseg 1": [], "ours 2": [], "ours 1 cached": []}
+    for round_ in range(args.rounds):
+        runs["ours 1"].append(run_worker(args, 1))
+        if reference:
+            runs["mmseg 1"].append(run_reference(reference, args))
+        runs["ours 2"].append(run_worker(args, 2))
+        runs["ours 1 cached"].append(run_worker(args, 1, cache))
+        print(f"round {round_ + 1}: " + ", ".join(f"{name} {r[-1]['images_per_s']:.2f} images/s"
+                                                  for name, r in runs.items() if r), flush=True)
+    print("\nms per image, stage by stage (1 thread / 1 core; mean of the rounds)")
+    mine = {k: sum(r["ms_per_image"][k] for r in runs["ours 1"]) / args.rounds for k in STAGES}
+    theirs = ({k: sum(r["ms_per_image"][k] for r in runs["mmseg 1"]) / args.rounds
+               for k in runs["mmseg 1"][0]["ms_per_image"]} if reference else {})
+    their_stage = {"decode image": ["decode image"], "decode label": ["decode label"],
+                   "rescale + crop": ["rescale", "crop"], "flip": ["flip"], "photometric": ["photometric"],
+                   "pad": ["pack", "normalise, pad, batch"]}
+    print(f"  {'stage':22s} {'keras_mv2seg':>13s} {'mmseg':>9s}")
+    for name in STAGES:
+        other = sum(theirs.get(k, 0.0) for k in their_stage.get(name, [])) if theirs else float("nan")
+        label = name if name != "pad" else "pad (mmseg: pack + normalise, pad, batch)"
+        print(f"  {label:22s} {mine[name]:13.1f} {other:9.1f}" if name in their_stage
+              else f"  {name + ' (before)':22s} {mine[name]:13.1f}")
+    print("\nwhole pipeline, images/s (min .. max over the rounds)")
+    rates = {name: [r["images_per_s"] for r in results] for name, results in runs.items() if results}
+    for name, values in rates.items():
+        threads = int(name.split()[1])
+        print(f"  {name:16s} {min(values):6.2f} .. {max(values):6.2f}   per core {min(values) / threads:6.2f} .. "
+              f"{max(values) / threads:6.2f}")
+    if reference:
+        low, high = min(rates["mmseg 1"]), max(rates["mmseg 1"])
+        for name in ("ours 1", "ours 2", "ours 1 cached"):
+            threads = int(name.split()[1])
+            print(f"  ratio {name} per core / mmseg: {min(rates[name]) / threads / high:.2f} .. "
+                  f"{max(rates[name]) / threads / low:.2f}")
+    print(f"  decoded-sample cache: {runs['ours 1 cached'][0]['cache_gb']:.2f} GB for {args.images} images "
+          f"(filled in {runs['ours 1 cached'][0]['cache_fill_s']:.1f} s)")
     return 0
 
 

@@ -416,3 +416,62 @@ def test_augmentation_distributions():
     # each of the 4 photometric steps applies with p 0.5 (hue/saturation can leave a grey image unchanged,
     # brightness/contrast change it), so at least 1 - 0.5^2 = 75 % of images change
     assert 0.68 < changed / 300 < 0.9
+
+
+def _rescale_then_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range, cat_max_ratio,
+                       ignore_index, attempts=10):
+    """The chain as it was: the whole image rescaled, then cropped."""
+    image, label = augment.random_rescale(image, label, scale_seed, scale, ratio_range)
+    return augment.random_crop(image, label, crop_seed, crop_size, cat_max_ratio, ignore_index, attempts)
+
+
+@pytest.mark.parametrize("ratio_range", [(0.5, 0.5), (2.0, 2.0), (0.5, 2.0)])
+def test_rescaling_only_the_crop_gives_the_same_samples(ratio_range):
+    """random_rescale_crop (the crop's pixels alone, from the source pixels they read) equals rescaling the whole
+    image and cropping it, in tf.data's graph mode: scales at both ends of the range, frames smaller than the crop
+    (cut windows, padding) and larger, windows at the borders, and the 75 % rule's re-draws (labels where one class
+    dominates most windows). Labels exactly; images to 1e-4 of 255 (they come out equal)."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for height, width, crop, factor in ((64, 128, (64, 64), 2), (37, 53, (48, 40), 2), (256, 512, (128, 256), 2),
+                                        (30, 30, (64, 64), 1)):  # the last one's frame stays below its crop
+        image = rng.integers(0, 256, (height, width, 3)).astype(np.float32)
+        label = np.zeros((height, width, 1), np.uint8)
+        label[:, : width // 6] = rng.integers(1, 4)  # one class dominates most windows: re-draws
+        label[rng.random((height, width, 1)) < 0.05] = 255
+        cases.append((image, label, crop, (factor * width, factor * height)))
+    redrawn = borders = 0
+    for index, (image, label, crop, scale) in enumerate(cases):
+
+        def both(seed, image=image, label=label, crop=crop, scale=scale):
+            scale_seed, crop_seed = augment._seeds(seed, 2)
+            kwargs = dict(scale=scale, crop_size=crop, ratio_range=ratio_range, cat_max_ratio=0.75, ignore_index=255)
+            new = augment.random_rescale_crop(image, label, scale_seed, crop_seed, **kwargs)
+            old = _rescale_then_crop(image, label, scale_seed, crop_seed, **kwargs)
+            first = _rescale_then_crop(image, label, scale_seed, crop_seed, **kwargs, attempts=1)  # no re-draw
+            return new, old, first
+
+        seeds = tf.data.Dataset.range(12).map(lambda i, k=index: tf.stack([i, tf.constant(k, tf.int64)]))
+        for (new_image, new_label), (old_image, old_label), (first_image, _) in seeds.map(both):
+            assert new_image.shape == old_image.shape and new_label.shape == old_label.shape
+            np.testing.assert_array_equal(new_label, old_label)
+            np.testing.assert_allclose(new_image, old_image, rtol=0, atol=1e-4 * 255)
+            redrawn += not np.array_equal(old_image, first_image)
+            borders += new_image.shape[0] < crop[0] or new_image.shape[1] < crop[1]
+    assert redrawn and borders  # the cases did exercise the re-draws and windows cut at the frame
+
+
+def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, monkeypatch):
+    """train_dataset's batches, several seeds: the same with the crop-only rescale as with the whole-image one."""
+    config = keras_mv2seg.get_config("toy").replace(data_root=str(tiny_toy_root), crop_size=(32, 48),
+                                                     base_scale=(128, 64))
+
+    def batches(seed):
+        return [(i.numpy(), l.numpy()) for i, l in train_dataset(config, batch_size=4, seed=seed).take(2)]
+
+    new = {seed: batches(seed) for seed in (0, 1, 5)}
+    monkeypatch.setattr(augment, "random_rescale_crop", _rescale_then_crop)
+    for seed, expected in new.items():
+        for (image, label), (old_image, old_label) in zip(expected, batches(seed)):
+            np.testing.assert_array_equal(label, old_label)
+            np.testing.assert_allclose(image, old_image, rtol=0, atol=1e-4 * 255)

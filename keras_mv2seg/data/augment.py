@@ -53,29 +53,99 @@ def _dominant_fraction(label_crop, ignore_index):
     return present, share
 
 
-def random_crop(image, label, seed, crop_size, cat_max_ratio=0.75, ignore_index=255, attempts=10):
-    """mmseg RandomCrop: a crop of at most ``crop_size``; when ``cat_max_ratio < 1`` the window is re-drawn
-    up to ``attempts`` times until the crop has more than one class and the largest non-ignored class covers
-    less than ``cat_max_ratio`` of it (the last draw is kept otherwise)."""
+def _choose_window(label_crop, seed, height, width, crop_size, cat_max_ratio, ignore_index, attempts):
+    """(top, left) of mmseg RandomCrop's window in a ``height`` x ``width`` frame; ``label_crop(top, left)`` gives
+    the label under a window, read only for the ``cat_max_ratio`` re-draws."""
     crop_h, crop_w = crop_size
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), attempts)
-
-    def crop(tensor, top, left):
-        return tensor[top: top + crop_h, left: left + crop_w]
-
     top, left = _crop_window(seeds[0], height, width, crop_h, crop_w)
     if cat_max_ratio < 1.0:
         def redraw(i, top, left):
             return i + 1, *_crop_window(seeds[i], height, width, crop_h, crop_w)
 
         def keep_going(i, top, left):
-            present, share = _dominant_fraction(crop(label, top, left), ignore_index)
+            present, share = _dominant_fraction(label_crop(top, left), ignore_index)
             good = tf.logical_and(present > 1, share < cat_max_ratio)
             return tf.logical_and(i < attempts, tf.logical_not(good))
 
         _, top, left = tf.while_loop(keep_going, redraw, (tf.constant(1), top, left))
+    return top, left
+
+
+def random_crop(image, label, seed, crop_size, cat_max_ratio=0.75, ignore_index=255, attempts=10):
+    """mmseg RandomCrop: a crop of at most ``crop_size``; when ``cat_max_ratio < 1`` the window is re-drawn
+    up to ``attempts`` times until the crop has more than one class and the largest non-ignored class covers
+    less than ``cat_max_ratio`` of it (the last draw is kept otherwise)."""
+    crop_h, crop_w = crop_size
+
+    def crop(tensor, top, left):
+        return tensor[top: top + crop_h, left: left + crop_w]
+
+    top, left = _choose_window(lambda top, left: crop(label, top, left), seed, tf.shape(image)[0],
+                               tf.shape(image)[1], crop_size, cat_max_ratio, ignore_index, attempts)
     return crop(image, top, left), crop(label, top, left)
+
+
+# --- the rescale and crop of one window ------------------------------------------------------------------------
+# Rescaling a whole 1024x2048 image to up to 2048x4096 and then keeping a 512x1024 crop resizes up to 16x the
+# pixels it keeps. These compute the crop's pixels alone, from the source rows and columns the window reads, with
+# the sampling positions and arithmetic of the resize kernels themselves (TensorFlow's ResizeBilinear with half-pixel
+# centres and ResizeNearestNeighbor without: float32 ``scale = in / out``, ``lerp = src - floor(src)``,
+# ``top + (bottom - top) * y_lerp``), so the window equals the same window of the whole resize.
+
+def _nearest_sources(positions, in_size, out_size):
+    """Source index of each output position of ``resize_label`` (``min(floor(y * in / out), in - 1)``)."""
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    return tf.minimum(tf.cast(tf.floor(tf.cast(positions, tf.float32) * scale), tf.int32), in_size - 1)
+
+
+def _bilinear_taps(positions, in_size, out_size):
+    """(lower, upper, lerp) of each output position of ``resize_image``: ``src = (y + 0.5) * in / out - 0.5``."""
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    source = (tf.cast(positions, tf.float32) + 0.5) * scale - 0.5
+    floor = tf.floor(source)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(source), tf.int32), in_size - 1)
+    return lower, upper, source - floor
+
+
+def _window_positions(start, length, out_size):
+    """The output rows (or columns) of a window: ``start`` .. ``start + length``, cut at the frame's end."""
+    return tf.range(start, tf.minimum(start + length, out_size))
+
+
+def rescaled_label_window(label, size, top, left, crop_size):
+    """``resize_label(label, size)[top:top + h, left:left + w]`` from the source pixels it reads."""
+    rows = _nearest_sources(_window_positions(top, crop_size[0], size[0]), tf.shape(label)[0], size[0])
+    columns = _nearest_sources(_window_positions(left, crop_size[1], size[1]), tf.shape(label)[1], size[1])
+    return tf.gather(tf.gather(label, rows), columns, axis=1)
+
+
+def rescaled_image_window(image, size, top, left, crop_size):
+    """``round(clip(resize_image(image, size)))[top:top + h, left:left + w]`` from the source pixels it reads
+    (``image`` float32 or uint8; float32 out)."""
+    y0, y1, y_lerp = _bilinear_taps(_window_positions(top, crop_size[0], size[0]), tf.shape(image)[0], size[0])
+    x0, x1, x_lerp = _bilinear_taps(_window_positions(left, crop_size[1], size[1]), tf.shape(image)[1], size[1])
+    upper, lower = tf.cast(tf.gather(image, y0), tf.float32), tf.cast(tf.gather(image, y1), tf.float32)
+    x_lerp, y_lerp = x_lerp[None, :, None], y_lerp[:, None, None]
+    top_left, top_right = tf.gather(upper, x0, axis=1), tf.gather(upper, x1, axis=1)
+    bottom_left, bottom_right = tf.gather(lower, x0, axis=1), tf.gather(lower, x1, axis=1)
+    top_row = top_left + (top_right - top_left) * x_lerp
+    bottom_row = bottom_left + (bottom_right - bottom_left) * x_lerp
+    return tf.round(tf.clip_by_value(top_row + (bottom_row - top_row) * y_lerp, 0.0, 255.0))
+
+
+def random_rescale_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range=(0.5, 2.0),
+                        cat_max_ratio=0.75, ignore_index=255, attempts=10):
+    """``random_crop(*random_rescale(image, label, scale_seed, ...), crop_seed, ...)`` -- the same ratio, the same
+    window (its re-draws read only the label's windows), the same pixels -- without rescaling what the crop
+    drops."""
+    ratio = _uniform(scale_seed, ratio_range[0], ratio_range[1])
+    size = rescale_size(tf.shape(image)[0], tf.shape(image)[1], scale, ratio)
+    top, left = _choose_window(lambda top, left: rescaled_label_window(label, size, top, left, crop_size),
+                               crop_seed, size[0], size[1], crop_size, cat_max_ratio, ignore_index, attempts)
+    return (rescaled_image_window(image, size, top, left, crop_size),
+            rescaled_label_window(label, size, top, left, crop_size))
 
 
 def random_flip(image, label, seed, probability=0.5):
@@ -149,10 +219,11 @@ def pad_to_size(image, label, size, pad_pixel, ignore_index=255, static: bool = 
 
 def train_augment(image, label, seed, *, scale, crop_size, ratio_range, cat_max_ratio, ignore_index, pad_pixel,
                   photometric: bool = True):
-    """The reference's training chain: rescale, crop, flip, photometric distortion, pad."""
+    """The reference's training chain: rescale, crop (the two as one, :func:`random_rescale_crop`), flip,
+    photometric distortion on the crop, pad."""
     seeds = _seeds(seed, 4)
-    image, label = random_rescale(image, label, seeds[0], scale, ratio_range)
-    image, label = random_crop(image, label, seeds[1], crop_size, cat_max_ratio, ignore_index)
+    image, label = random_rescale_crop(image, label, seeds[0], seeds[1], scale, crop_size, ratio_range,
+                                       cat_max_ratio, ignore_index)
     image, label = random_flip(image, label, seeds[2])
     if photometric:
         image = photometric_distortion(image, seeds[3])
