@@ -86,15 +86,23 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
             timed("pad", image, label)
         result["ms_per_image"] = {k: 1000 * v / count for k, v in seconds.items()}
     dataset = train_dataset(config, batch_size=2, samples=samples)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = threads
-    options.autotune.cpu_budget = threads
-    iterator = iter(dataset.with_options(options))
-    next(iterator)  # trace, fill
-    start = time.perf_counter()
-    for _ in range(max(count // 2, 1)):
-        next(iterator)
-    result["images_per_s"] = 2 * max(count // 2, 1) / (time.perf_counter() - start)
+
+    def rate(intra_op_one: bool) -> float:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.autotune.cpu_budget = threads
+        if intra_op_one:
+            options.threading.max_intra_op_parallelism = 1
+        iterator = iter(dataset.with_options(options))
+        next(iterator)  # trace, fill
+        start = time.perf_counter()
+        for _ in range(max(count // 2, 1)):
+            next(iterator)
+        return 2 * max(count // 2, 1) / (time.perf_counter() - start)
+
+    result["images_per_s"] = rate(False)
+    if threads > 1:  # each element's ops on one thread, the elements in parallel
+        result["images_per_s_intra_op_1"] = rate(True)
     return result
 
 
@@ -179,6 +187,10 @@ def main(argv=None) -> int:
             threads = int(name.split()[1])
             print(f"  ratio {name} per core / mmseg: {min(rates[name]) / threads / high:.2f} .. "
                   f"{max(rates[name]) / threads / low:.2f}")
+    intra = [r["images_per_s_intra_op_1"] for r in runs["ours 2"] if "images_per_s_intra_op_1" in r]
+    if intra:
+        print(f"  ours 2, max_intra_op_parallelism 1: {min(intra):6.2f} .. {max(intra):6.2f} (against "
+              f"{min(rates['ours 2']):.2f} .. {max(rates['ours 2']):.2f} with tf.data's default)")
     print(f"  decoded-sample cache: {runs['ours 1 cached'][0]['cache_gb']:.2f} GB for {args.images} images "
           f"(filled in {runs['ours 1 cached'][0]['cache_fill_s']:.1f} s)")
     return 0

@@ -44,6 +44,10 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--small", action="store_true",
+                        help="the test fixture's model: widen 0.25, heads 8 / aux 4 / c1 8 channels, 64x64 crops of "
+                             "the toy images rescaled from (128, 64), batch 4")
+    parser.add_argument("--batches-only", action="store_true", help="write batches.npz and stop (the data probe)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,14 @@ def main():
     import train_toy
 
     set_random_seed(args.seed)
-    model = MODELS.build(train_toy.toy_model_cfg())
+    model_cfg = train_toy.toy_model_cfg()
+    if args.small:
+        model_cfg["backbone"]["widen_factor"] = 0.25
+        model_cfg["decode_head"].update(in_channels=80, channels=8, c1_in_channels=8, c1_channels=8)
+        model_cfg["auxiliary_head"].update(in_channels=24, channels=4)
+        model_cfg["data_preprocessor"]["size"] = (64, 64)
+        train_toy.CROP, train_toy.SCALE, train_toy.BATCH = (64, 64), (128, 64), 4
+    model = MODELS.build(model_cfg)
     model.init_weights()
     for module in model.modules():
         if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
@@ -91,12 +102,16 @@ def main():
     images = np.stack([(b["inputs"].double() * std + mean).permute(0, 2, 3, 1).numpy() for b in batches])
     labels = np.stack([np.stack([d.gt_sem_seg.data[0].numpy() for d in b["data_samples"]]) for b in batches])
     np.savez_compressed(out / "batches.npz", images=images, labels=labels.astype(np.uint8))
+    if args.batches_only:
+        print(json.dumps({"out": str(out), "batches": args.steps}))
+        return
 
     val = dataset("val", [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")])
     val_input = model.data_preprocessor(dict(inputs=[val[0]["inputs"]], data_samples=[val[0]["data_samples"]]),
                                         False)["inputs"]
 
-    record = {"steps": args.steps, "seed": args.seed, "dropout": args.dropout, "runs": {}}
+    record = {"steps": args.steps, "seed": args.seed, "dropout": args.dropout, "small": args.small,
+              "params": sum(p.numel() for p in model.parameters()), "runs": {}}
     initial = copy.deepcopy(model.state_dict())
     for dtype, name in ((torch.float64, "float64"), (torch.float32, "float32")):
         model.load_state_dict(initial)
