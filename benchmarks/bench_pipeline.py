@@ -78,7 +78,8 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
             if i == 2:
                 seconds = dict.fromkeys(STAGES, 0.0)
             sample, seed = samples[i % len(samples)], tf.constant([i, 11], tf.int64)
-            image, label = timed("decode image", sample.image), timed("decode label", sample.label)
+            image = timed("decode image", tf.constant(sample.image))  # tensors: one trace for every file
+            label = timed("decode label", tf.constant(sample.label))
             timed("whole-image rescale", image, label, seed)
             image, label = timed("rescale + crop", image, label, seed)
             image, label = timed("flip", image, label, seed + 2)
