@@ -18,10 +18,11 @@ The images are generated once into ``--root`` (default ``work_dirs/pipeline_city
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kit import Reference, add_reference_arguments, run_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["decode image", "decode label", "rescale + crop", "flip", "photometric", "pad", "whole-image rescale"]
@@ -108,23 +109,18 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
 
 
 def run_worker(args, threads: int, cache: str = "") -> dict:
-    command = [sys.executable, __file__, "--worker", str(threads), "--root", args.root, "--count", str(args.count)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(threads), "--root", args.root,
+               "--count", str(args.count)]
     if cache:
         command += ["--cache", cache]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(run_checked(command, {"PYTHONPATH": str(ROOT)}).strip().splitlines()[-1])
 
 
 def run_reference(reference, args) -> dict:
     command = [str(reference.python), str(ROOT / "benchmarks" / "reference" / "pipeline_stages.py"), args.root,
                "--images", str(args.count)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "REFERENCE_DIR": str(reference.folder), "OMP_NUM_THREADS": "1"})
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_checked(command, {"REFERENCE_DIR": str(reference.folder), "OMP_NUM_THREADS": "1"})
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -135,9 +131,6 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default="work_dirs/pipeline_city")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from kit import Reference, add_reference_arguments
-
     add_reference_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:

@@ -127,10 +127,13 @@ def toy_runs_setup(args):
     return data_root, reference
 
 
-def _run(command, env):
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+def run_checked(command, env=None) -> str:
+    """Run ``command`` in the checkout with ``env`` added to the environment; its stdout. RuntimeError with the
+    tail of stderr on failure."""
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def train_toy_ours(work, seed: int, max_iters: int, options=(), val_interval: int = 100) -> list[dict]:
@@ -139,7 +142,7 @@ def train_toy_ours(work, seed: int, max_iters: int, options=(), val_interval: in
     work = Path(work).resolve()  # the tool runs in the checkout; the work dir is the caller's
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "summary.json").is_file():
-        _run([sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed", str(seed),
+        run_checked([sys.executable, str(ROOT / "tools" / "train.py"), "toy", "--work-dir", str(work), "--seed", str(seed),
               "--quiet", "--max-iters", str(max_iters), "--cfg-options", f"eval_interval={min(val_interval, max_iters)}",
               *options], {"TF_CPP_MIN_LOG_LEVEL": "2"})
     return [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -153,7 +156,7 @@ def train_toy_reference(reference: "Reference", work, seed: int, data_root, max_
     work = Path(work).resolve()
     result = work / "result.json"
     if not result.is_file():
-        _run([str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)],
+        run_checked([str(reference.python), str(reference.folder / "train_toy.py"), str(data_root), str(work), str(seed)],
              {"MAX_ITERS": str(max_iters), "VAL_INTERVAL": str(min(val_interval, max_iters)), "LOG_INTERVAL": "1",
               **(env or {})})
     return json.loads(result.read_text())

@@ -18,12 +18,11 @@ image. A difference that the float32 reference does not show is a difference in 
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from kit import Reference, add_reference_arguments, toy_runs_setup
+from kit import Reference, add_reference_arguments, run_checked, toy_runs_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,12 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def reference_run(reference, data_root, out: Path, steps: int, seed: int):
     if (out / "steps.json").is_file() and json.loads((out / "steps.json").read_text())["steps"] == steps:
         return
-    command = [str(reference.python), str(ROOT / "benchmarks" / "reference" / "train_steps.py"), str(data_root),
-               str(out), "--steps", str(steps), "--seed", str(seed)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "REFERENCE_DIR": str(reference.folder)})
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    run_checked([str(reference.python), str(ROOT / "benchmarks" / "reference" / "train_steps.py"), str(data_root),
+                 str(out), "--steps", str(steps), "--seed", str(seed)], {"REFERENCE_DIR": str(reference.folder)})
 
 
 def part_of(path: str) -> str:

@@ -78,31 +78,27 @@ class DataSource:
 
     def training(self, *, batch_size: int | None = None, seed: int = 0, start_sample: int = 0) -> tf.data.Dataset:
         """The infinite, augmented training batches (see ``pipeline.train_dataset``)."""
-        config, kind = self.config, self.kind("train")
-        common = dict(batch_size=batch_size, seed=seed, start_sample=start_sample)
-        if kind == "tfds":
-            return train_dataset(config, stream=_tfds(config, "train", self._given), **common)
-        if kind == "records":
-            return train_dataset(config, records=config.data.train_records, **common)
-        return train_dataset(config, self._layout_root(), **common)
+        return train_dataset(self.config, **self._read_from("train"), batch_size=batch_size, seed=seed,
+                             start_sample=start_sample)
 
     def evaluation(self, split: str = "val") -> tf.data.Dataset:
         """(image resized by the test rule, label at full size, name) per image of ``split`` (see
         ``pipeline.eval_dataset``)."""
-        config, kind = self.config, self.kind(split)
+        return eval_dataset(self.config, split=split, **self._read_from(split))
+
+    def _read_from(self, split: str) -> dict:
+        """The pipeline's source argument for ``split``: a TFDS stream, DeepLab records or the layout's root."""
+        kind = self.kind(split)
         if kind == "tfds":
-            return eval_dataset(config, stream=_tfds(config, split, self._given))
+            return {"stream": _tfds(self.config, split, self._given)}
         if kind == "records":
-            return eval_dataset(config, records=_records(config, split))
-        return eval_dataset(config, self._layout_root(), split)
+            return {"records": _records(self.config, split)}
+        if self.root is None:  # a layout split (test) of a config whose train and val come from elsewhere
+            self.root = resolve_data_root(self.config, self._given)
+        return {"data_root": self.root}
 
     def undecodable_files(self, split: str = "train") -> str:
         return undecodable_files(self.config, self.root or self._given, split)
-
-    def _layout_root(self) -> Path:
-        if self.root is None:  # a layout split (test) of a config whose train and val come from elsewhere
-            self.root = resolve_data_root(self.config, self._given)
-        return self.root
 
 
 def training_data(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,

@@ -278,8 +278,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs  # as Keras does
         mean, variance = self._moments(x, None)
         count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), self._reduction_axes)), variance.dtype)
-        if self.synchronized:  # the moments are over the global batch
-            count *= tf.distribute.get_replica_context().num_replicas_in_sync
+        replicas = tf.distribute.get_replica_context()
+        if self.synchronized and replicas is not None:  # the moments are over the global batch (as Keras: local
+            count *= replicas.num_replicas_in_sync  # moments where there is no replica context)
         unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
         momentum = tf.cast(self.momentum, variance.dtype)
         self.moving_mean.assign(tf.cast(self.moving_mean, mean.dtype) * momentum + mean * (1.0 - momentum))
