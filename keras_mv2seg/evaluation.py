@@ -14,8 +14,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from keras_mv2seg.data.decode import data_errors_named
-from keras_mv2seg.data.sources import evaluation_data
+from keras_mv2seg.errors import data_errors_named
 from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
 from keras_mv2seg.ops import resize_bilinear
 
@@ -151,12 +150,14 @@ def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
     return None
 
 
-def evaluate(model, config, split="val", data_root=None, *, predict=None, **options) -> dict:
-    """Score ``model`` with the config's conventions (test mode, resize alignment, classes, ignore index) on
-    ``split``: a split name of the config's data source (read at ``data_root`` through ``data.sources``), or a
-    dataset of (image float32 [h, w, 3], label int32 [h, w], name) elements, as ``evaluation_data`` makes and a
-    user's own ``tf.data`` pipeline may; ``options`` go to :func:`evaluate_model`."""
-    data = evaluation_data(config, split, data_root) if isinstance(split, str) else split
+def evaluate(model, config, data, *, predict=None, **options) -> dict:
+    """Score ``model`` on ``data`` with the config's conventions (test mode, resize alignment, classes, ignore
+    index). ``data`` is a dataset of (image float32 [h, w, 3], label int32 [h, w], name) elements: a config's
+    split as ``keras_mv2seg.data.evaluation_data(config, "val", data_root)`` (or a trainer's ``DataSource``)
+    makes it, or a user's own ``tf.data`` pipeline. ``options`` go to :func:`evaluate_model`."""
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"evaluate() scores a dataset, received the split name {data!r}: pass "
+                        f"keras_mv2seg.data.evaluation_data(config, {data!r}, data_root) for the config's split")
     return evaluate_model(model, data, config.model.num_classes,
                           ignore_index=config.data.ignore_index, align_corners=config.model.conventions.align_corners,
                           predict=predict or test_predictor(config), **options)

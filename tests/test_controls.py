@@ -163,6 +163,7 @@ def test_ema_is_the_hand_computed_moving_average():
 
 
 def test_ema_weights_are_validated_and_saved_and_callbacks_run(tiny_config_file, tmp_path):
+    from keras_mv2seg.data.sources import evaluation_data
     from keras_mv2seg.evaluation import evaluate
     from keras_mv2seg.models.segmenter import inference_model
 
@@ -186,7 +187,8 @@ def test_ema_weights_are_validated_and_saved_and_callbacks_run(tiny_config_file,
     for variable in model.trainable_variables:
         np.testing.assert_array_equal(variable.numpy(), averages[variable.path])
     last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert evaluate(inference_model(model), config, "val")["mIoU"] == pytest.approx(last["mIoU"], abs=1e-6)
+    assert evaluate(inference_model(model), config, evaluation_data(config, "val"))["mIoU"] == \
+        pytest.approx(last["mIoU"], abs=1e-6)
 
 
 def test_early_stopping_follows_mmengine_and_keeps_the_best(tiny_config_file, tmp_path, monkeypatch):

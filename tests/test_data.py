@@ -9,7 +9,7 @@ import tensorflow as tf
 import keras_mv2seg
 from keras_mv2seg.data import augment, list_samples, make_toy_dataset
 from keras_mv2seg.data.pipeline import eval_dataset, map_label, pad_pixel, train_dataset
-from keras_mv2seg.data.decode import DataError, data_errors_named
+from keras_mv2seg.errors import DataError, data_errors_named
 from tests.conftest import load_tool
 
 

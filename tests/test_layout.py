@@ -80,7 +80,7 @@ def test_package_imports_downward_only():
 # above it nor from a sibling wing of its own level (weights, export and evaluation know nothing of each other);
 # the base modules of level 0 may use each other (the cycle test keeps them in order).
 WING_LEVELS = [
-    {"version", "files", "machine", "datasets_meta", "ops", "flops", "config", "configs"},
+    {"version", "files", "errors", "machine", "datasets_meta", "ops", "flops", "config", "configs"},
     {"models", "data", "inference"},
     {"weights", "export", "evaluation"},
     {"training"},
@@ -115,6 +115,15 @@ def test_no_module_imports_from_a_wing_above_or_beside_it():
     # the rule sees a violation when there is one
     assert wing_violations({"keras_mv2seg.data.x": {"keras_mv2seg.weights.y"}}) and \
         wing_violations({"keras_mv2seg.export.a": {"keras_mv2seg.weights.b"}})
+
+
+def test_evaluation_and_inference_take_datasets_not_data_sources():
+    """Scoring and predicting consume tensors and datasets; where they come from (layouts, decoding, the data
+    root) is data/'s business, and the data-error convention they share with it is a base module."""
+    graph = import_graph()
+    for module in ("keras_mv2seg.evaluation", "keras_mv2seg.inference"):
+        assert not {target for target in graph[module] if wing_of(target) == "data"}, graph[module]
+    assert "keras_mv2seg.errors" in graph["keras_mv2seg.evaluation"]
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -14,10 +14,10 @@ from PIL import Image
 
 import keras_mv2seg
 from keras_mv2seg.data.check import check_dataset, training_split_problem
-from keras_mv2seg.data.decode import DataError, data_errors_named
 from keras_mv2seg.data.description import described, read_description
 from keras_mv2seg.data.sources import evaluation_data
 from keras_mv2seg.data.toy import CLASS_IDS, CUSTOM_CLASSES, custom_classes, make_toy_dataset, render_scene
+from keras_mv2seg.errors import DataError, data_errors_named
 
 NAMES = [name for name, _, _ in CUSTOM_CLASSES]
 COLOURS = [colour for _, colour, _ in CUSTOM_CLASSES]
@@ -238,7 +238,8 @@ def test_with_value_map_a_short_run_from_the_mmseg_fixture_learns_the_foreground
         checkpoint_interval=30, log_interval=30, lr=0.05, load_from=str(mmseg_fixtures / "fcn_cityscapes.pth"))
     train(config, tmp_path / "work", verbose=0)
     model = keras_mv2seg.build_for_inference(config, tmp_path / "work" / "best.weights.h5")
-    metrics = evaluate(model, described(config))
+    config = described(config)
+    metrics = evaluate(model, config, evaluation_data(config, "val"))
     assert metrics["IoU"][1] > 0.3, metrics["IoU"]  # an all-background model scores 0 on the foreground
     assert keras_mv2seg.weights.weights_metadata(tmp_path / "work" / "best.weights.h5")["class_names"] == ["background",
                                                                                                     "sky"]

@@ -32,13 +32,11 @@ colour is refused naming the file, the colour and how many pixels carry it.
 
 from __future__ import annotations
 
-import contextlib
-import re
-
 import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+from keras_mv2seg.errors import data_assertion, pipeline_problem
 
 LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
 
@@ -81,47 +79,8 @@ def voc_colours_to_indices(rgb):
 
 # --- graph form: inside tf.data, problems raise InvalidArgumentError naming the file --------------------------
 
-class DataError(ValueError):
-    """A problem with a file of the dataset, found inside the input pipeline (the message names the file)."""
-
-
-_ASSERTION = re.compile(r"assertion failed: ((?:\[[^\]]*\] ?)+)")
-
-
-def pipeline_problem(error: Exception) -> str | None:
-    """The sentence of one of the pipeline's own data assertions (this module's and the label-range check)
-    that ``error`` carries, or None for any other error."""
-    if not isinstance(error, tf.errors.InvalidArgumentError):
-        return None
-    eager = error.message.partition("Summarized data: ")[2]  # an assertion run eagerly: one value per line
-    if eager:
-        parts = [line[2:-1] if line[:2] in ("b'", 'b"') else line for line in eager.splitlines()]
-    else:
-        match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
-        if match is None:
-            return None
-        parts = [part.strip() for part in re.findall(r"\[([^\]]*)\]", match.group(1))]
-    return re.sub(r"\.\. (\d)", r"..\1", " ".join(parts)).replace("( ", "(").replace(" )", ")")
-
-
-@contextlib.contextmanager
-def data_errors_named():
-    """Turn the pipeline's data assertions, raised where the data is consumed (``fit``, an evaluation loop),
-    into a :class:`DataError` with their sentence (the tools' exit status 1), instead of a TensorFlow error."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        problem = pipeline_problem(error)
-        if problem is None:
-            raise
-        if problem.startswith("label values outside"):
-            problem += ("; fix the file, or make model.num_classes and data.ignore_index (and the dataset's label "
-                        "mapping) match the labels")
-        raise DataError(problem) from None
-
-
 def _assert(ok, message, path):
-    return tf.debugging.Assert(ok, [message, path])
+    return data_assertion(ok, message, path)
 
 
 def checked_image_bytes(path, data):

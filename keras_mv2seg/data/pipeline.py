@@ -17,6 +17,7 @@ from keras_mv2seg.data.cache import cache_samples, read_raw
 from keras_mv2seg.data.decode import decode_pair, kind_index, map_label  # noqa: F401 - map_label: public here too
 from keras_mv2seg.data.layouts import Sample, list_samples
 from keras_mv2seg.data.tfrecord import parse_example, record_files
+from keras_mv2seg.errors import data_assertion
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -33,8 +34,8 @@ def check_label_values(label, name, config: Config):
     values = tf.cast(label, tf.int32)
     ok = tf.reduce_all(tf.logical_or(values < num_classes, tf.equal(values, ignore)))
     bad = tf.reduce_max(tf.where(tf.equal(values, ignore), -1, values))
-    check = tf.debugging.Assert(ok, ["label values outside 0..", num_classes - 1, "and the ignore index", ignore,
-                                     "(largest:", bad, ") in the label of", name])
+    check = data_assertion(ok, "label values outside 0..", num_classes - 1, "and the ignore index", ignore,
+                           "(largest:", bad, ") in the label of", name)
     with tf.control_dependencies([check]):
         return tf.identity(label)
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from keras_mv2seg.config import Config
 from keras_mv2seg.data.check import check_dataset
-from keras_mv2seg.data.decode import data_errors_named
+from keras_mv2seg.errors import data_errors_named
 from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
 from keras_mv2seg.data.toy import ensure_toy_dataset
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from keras_mv2seg.config import Config
 from keras_mv2seg.data.check import training_split_problem
-from keras_mv2seg.data.decode import data_errors_named
+from keras_mv2seg.errors import data_errors_named
 from keras_mv2seg.data.description import described
 from keras_mv2seg.data.sources import DataSource
 from keras_mv2seg.evaluation import evaluate
