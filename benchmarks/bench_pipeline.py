@@ -54,15 +54,14 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
     else:
         kind = kind_index(samples[0].label_kind)
         stage = {
-            "decode image": tf.function(lambda path: decode_image(path)),
+            "decode image": tf.function(lambda path: decode_image(path, tf.uint8)),  # as training decodes
             "decode label": tf.function(lambda path: decode_label(path, kind)),
             "rescale + crop": tf.function(lambda image, label, seed: augment.random_rescale_crop(
                 image, label, seed, seed + 1, data.base_scale, data.crop_size, data.ratio_range, data.cat_max_ratio,
-                data.ignore_index)),
+                data.ignore_index, flip=augment.flip_decision(seed + 2))),  # the flip is read into the crop
             "whole-image rescale": tf.function(lambda image, label, seed: augment.random_crop(
                 *augment.random_rescale(image, label, seed, data.base_scale, data.ratio_range), seed + 1,
                 data.crop_size, data.cat_max_ratio, data.ignore_index)),
-            "flip": tf.function(lambda image, label, seed: augment.random_flip(image, label, seed)),
             "photometric": tf.function(lambda image, seed: augment.photometric_distortion(image, seed)),
             "pad": tf.function(lambda image, label: augment.pad_to_size(image, label, data.crop_size,
                                                                         pad_pixel(config), data.ignore_index)),
@@ -83,7 +82,6 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
             label = timed("decode label", tf.constant(sample.label))
             timed("whole-image rescale", image, label, seed)
             image, label = timed("rescale + crop", image, label, seed)
-            image, label = timed("flip", image, label, seed + 2)
             image = timed("photometric", image, seed + 3)
             timed("pad", image, label)
         result["ms_per_image"] = {k: 1000 * v / count for k, v in seconds.items()}
@@ -163,12 +161,13 @@ def main(argv=None) -> int:
     their_stage = {"decode image": ["decode image"], "decode label": ["decode label"],
                    "rescale + crop": ["rescale", "crop"], "flip": ["flip"], "photometric": ["photometric"],
                    "pad": ["pack", "normalise, pad, batch"]}
-    print(f"  {'stage':22s} {'keras_mv2seg':>13s} {'mmseg':>9s}")
+    print(f"  {'stage':44s} {'keras_mv2seg':>13s} {'mmseg':>9s}")
     for name in STAGES:
         other = sum(theirs.get(k, 0.0) for k in their_stage.get(name, [])) if theirs else float("nan")
-        label = name if name != "pad" else "pad (mmseg: pack + normalise, pad, batch)"
-        print(f"  {label:22s} {mine[name]:13.1f} {other:9.1f}" if name in their_stage
-              else f"  {name + ' (before)':22s} {mine[name]:13.1f}")
+        label = {"pad": "pad (mmseg: pack + normalise, pad, batch)", "flip": "flip (ours: in the crop)",
+                 "rescale + crop": "rescale + crop (ours: + flip)"}.get(name, name)
+        print(f"  {label:44s} {mine[name]:13.1f} {other:9.1f}" if name in their_stage
+              else f"  {name + (' (before)' if 'rescale' in name else ''):44s} {mine[name]:13.1f}")
     print("\nwhole pipeline, images/s (min .. max over the rounds)")
     rates = {name: [r["images_per_s"] for r in results] for name, results in runs.items() if results}
     for name, values in rates.items():

@@ -332,6 +332,39 @@ def test_photometric_steps_match_opencv(step, value):
         assert difference.mean() < 1.0 and difference.max() <= 8, (difference.mean(), difference.max())
 
 
+def _float_hsv_step(rgb, step, value, dtype=tf.float32):
+    """The HSV steps as the second wave wrote them: unfused RGB -> HSV -> RGB on 0..1 floats (before rounding)."""
+    h, s, v = tf.unstack(tf.image.rgb_to_hsv(tf.cast(rgb, dtype) / 255.0), axis=-1)
+    if step == "saturation":
+        s = tf.clip_by_value(s * value, 0.0, 1.0)
+    else:
+        h = tf.math.floormod(h + value / 180.0, 1.0)
+    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)) * 255.0, 0.0, 255.0).numpy()
+
+
+@pytest.mark.parametrize("step, value", [("saturation", 0.5), ("saturation", 1.45), ("hue", -18.0), ("hue", 11.0)])
+def test_fused_hsv_steps_give_the_same_samples(step, value):
+    """The fused kernels on 0..255 values against the unfused 0..1 round trip: the same rounded values wherever
+    the exact (float64) result is not a tie; at an exact x.5 (common: a saturation of 0.5 halves odd channel
+    gaps) float32 round-off picks either neighbour, in both implementations."""
+    rgb = tf.constant(np.random.default_rng(2).integers(0, 256, (64, 96, 3)), tf.float32)
+    ours = getattr(augment, f"adjust_{step}")(rgb, value).numpy()
+    before = np.round(_float_hsv_step(rgb, step, value))
+    exact = _float_hsv_step(rgb, step, value, tf.float64)
+    tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+    assert np.abs(ours - before).max() <= 1
+    np.testing.assert_array_equal(ours[~tie], before[~tie])
+    np.testing.assert_array_equal(ours[~tie], np.round(exact[~tie]))
+
+
+def test_hue_shift_is_drawn_as_numpy_randint():
+    """mmseg draws the hue shift with numpy's ``randint(-18, 18)``: -18..17, the upper end excluded."""
+    drawn = set()
+    for i in range(400):
+        drawn.add(int(augment.random_hue_shift(tf.constant([i, 3], tf.int64), 18)))
+    assert drawn == set(range(-18, 18))
+
+
 def test_out_of_range_labels_are_named_before_the_loss(tmp_path):
     root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
     config = keras_mv2seg.get_config("toy", data_root=str(root), num_classes=5, crop_size=(32, 32))
@@ -419,10 +452,14 @@ def test_augmentation_distributions():
 
 
 def _rescale_then_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range, cat_max_ratio,
-                       ignore_index, attempts=10):
-    """The chain as it was: the whole image rescaled, then cropped."""
-    image, label = augment.random_rescale(image, label, scale_seed, scale, ratio_range)
-    return augment.random_crop(image, label, crop_seed, crop_size, cat_max_ratio, ignore_index, attempts)
+                       ignore_index, attempts=10, flip=None):
+    """The chain as it was: the whole image rescaled, then cropped, then flipped."""
+    image, label = augment.random_rescale(tf.cast(image, tf.float32), label, scale_seed, scale, ratio_range)
+    image, label = augment.random_crop(image, label, crop_seed, crop_size, cat_max_ratio, ignore_index, attempts)
+    if flip is None:
+        return image, label
+    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
+            tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
 
 
 @pytest.mark.parametrize("ratio_range", [(0.5, 0.5), (2.0, 2.0), (0.5, 2.0)])
@@ -430,7 +467,8 @@ def test_rescaling_only_the_crop_gives_the_same_samples(ratio_range):
     """random_rescale_crop (the crop's pixels alone, from the source pixels they read) equals rescaling the whole
     image and cropping it, in tf.data's graph mode: scales at both ends of the range, frames smaller than the crop
     (cut windows, padding) and larger, windows at the borders, and the 75 % rule's re-draws (labels where one class
-    dominates most windows). Labels exactly; images to 1e-4 of 255 (they come out equal)."""
+    dominates most windows), flipped or not, from float32 or uint8 images. Labels exactly; images to 1e-4 of 255
+    (they come out equal)."""
     rng = np.random.default_rng(1)
     cases = []
     for height, width, crop, factor in ((64, 128, (64, 64), 2), (37, 53, (48, 40), 2), (256, 512, (128, 256), 2),
@@ -445,8 +483,11 @@ def test_rescaling_only_the_crop_gives_the_same_samples(ratio_range):
 
         def both(seed, image=image, label=label, crop=crop, scale=scale):
             scale_seed, crop_seed = augment._seeds(seed, 2)
-            kwargs = dict(scale=scale, crop_size=crop, ratio_range=ratio_range, cat_max_ratio=0.75, ignore_index=255)
-            new = augment.random_rescale_crop(image, label, scale_seed, crop_seed, **kwargs)
+            flip = tf.equal(seed[0] % 2, 1)
+            kwargs = dict(scale=scale, crop_size=crop, ratio_range=ratio_range, cat_max_ratio=0.75, ignore_index=255,
+                          flip=flip)
+            source = image.astype(np.uint8) if index % 2 else image  # decoded files come as uint8
+            new = augment.random_rescale_crop(source, label, scale_seed, crop_seed, **kwargs)
             old = _rescale_then_crop(image, label, scale_seed, crop_seed, **kwargs)
             first = _rescale_then_crop(image, label, scale_seed, crop_seed, **kwargs, attempts=1)  # no re-draw
             return new, old, first
@@ -475,3 +516,4 @@ def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, monkeypat
         for (image, label), (old_image, old_label) in zip(expected, batches(seed)):
             np.testing.assert_array_equal(label, old_label)
             np.testing.assert_allclose(image, old_image, rtol=0, atol=1e-4 * 255)
+

@@ -90,11 +90,12 @@ def checked_image_bytes(path, data):
         return tf.identity(data)
 
 
-def decode_image(path):
-    """float32 RGB [H, W, 3]: grayscale replicated, alpha dropped, 16-bit scaled to 8 bits."""
+def decode_image(path, dtype=tf.float32):
+    """RGB [H, W, 3] as ``dtype`` (float32, or uint8 as decoded): grayscale replicated, alpha dropped, 16-bit
+    scaled to 8 bits."""
     data = checked_image_bytes(path, tf.io.read_file(path))
     image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    return tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)
+    return tf.cast(tf.ensure_shape(image, [None, None, 3]), dtype)
 
 
 def colours_to_classes(rgb, colours, path, source: str):
@@ -199,9 +200,10 @@ def decode_label(path, kind_id, coding=None):
     return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
 
 
-def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):
-    """(image float32 [H, W, 3], label uint8 [H, W, 1] in training ids) of one sample; sizes must agree."""
-    image = decode_image(image_path)
+def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool, coding=None, image_dtype=tf.float32):
+    """(image [H, W, 3] as ``image_dtype``, label uint8 [H, W, 1] in training ids) of one sample; sizes must
+    agree."""
+    image = decode_image(image_path, image_dtype)
     label = decode_label(label_path, kind_id, coding)
     same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
                                     ["image and label sizes differ:", image_path, "is (H W)", tf.shape(image)[:2],

@@ -52,10 +52,11 @@ def _coding(samples: list[Sample]):
     return samples[0].coding if samples else None
 
 
-def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False, coding=None):
+def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False, coding=None,
+          image_dtype=tf.float32):
     if cached:  # decoded pixels, labels already mapped (see data/cache.py)
-        return tf.cast(read_raw(images[index], 3), tf.float32), read_raw(labels[index], 1)
-    return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label, coding)
+        return tf.cast(read_raw(images[index], 3), image_dtype), read_raw(labels[index], 1)
+    return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label, coding, image_dtype)
 
 
 def _maybe_cached(samples: list[Sample], config: Config) -> tuple[list[Sample], bool]:
@@ -118,8 +119,9 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         epoch, position = sample_index // count, sample_index % count
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
-        return augmented(sample_index, *_load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached,
-                                              coding), labels[file_index])  # label problems name the label file
+        image, label = _load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached, coding,
+                             image_dtype=tf.uint8)  # cast to float32 by the augmentation, after the crop
+        return augmented(sample_index, image, label, labels[file_index])  # label problems name the label file
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
