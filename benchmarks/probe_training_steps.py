@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     import keras
 
     import keras_mv2seg
+    from keras_mv2seg.evaluation import evaluate
     from keras_mv2seg.machine import describe_machine
     from keras_mv2seg.training.recipe import compile_model
 
@@ -136,8 +137,8 @@ def main(argv=None) -> int:
         relative = float(np.linalg.norm(logits - expected) / np.linalg.norm(expected))
         print(f"  eval logits of val image 0: relative difference {relative:.2e}, class maps agree on "
               f"{100 * float((logits.argmax(-1) == expected.argmax(-1)).mean()):.2f} % of pixels")
-        scores = {name: 100 * keras_mv2seg.evaluate(keras_mv2seg.models.segmenter.inference_model(m), config,
-                                                    keras_mv2seg.data.evaluation_data(config, "val", data_root))["mIoU"]
+        scores = {name: 100 * evaluate(keras_mv2seg.models.segmenter.inference_model(m), config,
+                                       keras_mv2seg.data.evaluation_data(config, "val", data_root))["mIoU"]
                   for name, m in (("ours", model), ("mmseg float64", final64), ("mmseg float32", final32))}
         print("  toy val mIoU (this project's evaluation) of the weights after the steps: "
               + ", ".join(f"{name} {value:.2f}" for name, value in scores.items()))
