@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         ref_rows = summarize("mmseg 1.2.2", ref, steps)
         for step in steps:
             low, high = ref_rows[step].min(), ref_rows[step].max()
-            inside = low - 1e-9 <= ours_rows[step].mean() <= high + 1e-9
+            inside = low - 0.005 <= ours_rows[step].mean() <= high + 0.005  # to the printed 0.01
             loss_gap = (ours_loss_rows[step].mean() - ref_loss_rows[step].mean()
                         if step in ours_loss_rows and step in ref_loss_rows else float("nan"))
             print(f"  it {step:4d}: keras_mv2seg mean {ours_rows[step].mean():.2f} "
