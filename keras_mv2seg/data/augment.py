@@ -114,11 +114,17 @@ def _window_positions(start, length, out_size):
     return tf.range(start, tf.minimum(start + length, out_size))
 
 
+def _reversed_if(flip, tensor, axis: int):
+    """``tensor`` reversed along ``axis`` when the boolean tensor ``flip`` is true; as it is when ``flip`` is None."""
+    if flip is None:
+        return tensor
+    return tf.cond(flip, lambda: tf.reverse(tensor, [axis]), lambda: tensor)
+
+
 def _window_columns(left, size, crop_size, flip):
     """The window's columns (reversed when ``flip``: a left-right flip of the window is its columns read in
     reverse order, so the flip costs nothing)."""
-    columns = _window_positions(left, crop_size[1], size[1])
-    return tf.cond(flip, lambda: tf.reverse(columns, [0]), lambda: columns) if flip is not None else columns
+    return _reversed_if(flip, _window_positions(left, crop_size[1], size[1]), 0)
 
 
 def _label_window_columns_first(label, size, top, left, crop_size, flip=None):
@@ -138,9 +144,8 @@ def rescaled_label_window(label, size, top, left, crop_size, flip=None):
 def _window_of_whole_resize(image, size, top, left, crop_size, flip):
     """The window cut from the whole resize (the cheaper way when the rescaled frame is not much larger than the
     crop: the kernel does less work than gathers over the source)."""
-    resized = tf.raw_ops.ResizeBilinear(images=image[None], size=size, half_pixel_centers=True)[0]
-    window = resized[top: top + crop_size[0], left: left + crop_size[1]]
-    return tf.cond(flip, lambda: tf.reverse(window, [1]), lambda: window) if flip is not None else window
+    window = resize_image(image, size)[top: top + crop_size[0], left: left + crop_size[1]]
+    return _reversed_if(flip, window, 1)
 
 
 def _window_from_source(image, size, top, left, crop_size, flip):
@@ -193,8 +198,7 @@ def flip_decision(seed, probability=0.5):
 
 def random_flip(image, label, seed, probability=0.5):
     flip = flip_decision(seed, probability)
-    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
-            tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
+    return _reversed_if(flip, image, 1), _reversed_if(flip, label, 1)
 
 
 def _to_uint8_range(image):
