@@ -365,6 +365,21 @@ def test_hue_shift_is_drawn_as_numpy_randint():
     assert drawn == set(range(-18, 18))
 
 
+@pytest.mark.parametrize("num_classes, ignore", [(19, 255), (1, 255), (255, 255), (150, 0), (19, 300), (2, 7)])
+def test_label_range_check_agrees_with_the_plain_rule(num_classes, ignore):
+    """The uint8 fast paths (ignore 255 through the wrap of ``label + 1``; an ignore beyond uint8) accept a label
+    exactly when every value is a class id or the ignore index, as the int32 rule does."""
+    from keras_mv2seg.data.pipeline import _labels_in_range
+
+    rng = np.random.default_rng(num_classes + ignore)
+    for values in ([0], [num_classes - 1], [num_classes], [254], [255], [ignore % 256], [0, 255, num_classes - 1],
+                   rng.integers(0, 256, 8), []):
+        label = np.array(values, np.uint8).reshape(-1, 1, 1)
+        expected = bool(np.all((label.astype(int) < num_classes) | (label.astype(int) == ignore)))
+        assert bool(_labels_in_range(tf.constant(label), num_classes, ignore)) == expected, values
+        assert bool(_labels_in_range(tf.constant(label.astype(np.int32)), num_classes, ignore)) == expected, values
+
+
 def test_out_of_range_labels_are_named_before_the_loss(tmp_path):
     root = make_toy_dataset(tmp_path / "c", train=2, val=1, height=32, width=64)
     config = keras_mv2seg.get_config("toy", data_root=str(root), num_classes=5, crop_size=(32, 32))

@@ -27,13 +27,29 @@ def pad_pixel(config: Config) -> tuple[float, float, float]:
     return config.model.conventions.pad_pixel
 
 
+def _labels_in_range(label, num_classes: int, ignore: int):
+    """Whether every value of ``label`` is below ``num_classes`` or is ``ignore``. For uint8 labels in one or two
+    passes over the bytes: with ignore 255, ``label + 1`` wraps 255 to 0, so its largest value is the largest
+    class id + 1; with an ignore beyond uint8 no pixel can be ignored (5-6x faster than over int32 values)."""
+    if label.dtype == tf.uint8 and ignore == 255:
+        return tf.reduce_max(label + 1) <= num_classes
+    if label.dtype == tf.uint8 and ignore > 255:
+        return tf.reduce_max(label) < num_classes
+    values = tf.cast(label, tf.int32)
+    return tf.reduce_all(tf.logical_or(values < num_classes, tf.equal(values, ignore)))
+
+
 def check_label_values(label, name, config: Config):
     """Assert, naming the sample, that every label is a class id of the model or the ignore index (an
     out-of-range label would otherwise fail deep inside the loss)."""
     num_classes, ignore = config.model.num_classes, config.data.ignore_index
-    values = tf.cast(label, tf.int32)
-    ok = tf.reduce_all(tf.logical_or(values < num_classes, tf.equal(values, ignore)))
-    bad = tf.reduce_max(tf.where(tf.equal(values, ignore), -1, values))
+    ok = _labels_in_range(label, num_classes, ignore)
+
+    def largest_bad():
+        values = tf.cast(label, tf.int32)
+        return tf.reduce_max(tf.where(tf.equal(values, ignore), -1, values))
+
+    bad = tf.cond(ok, lambda: tf.constant(-1), largest_bad)  # computed only for the message
     check = data_assertion(ok, "label values outside 0..", num_classes - 1, "and the ignore index", ignore,
                            "(largest:", bad, ") in the label of", name)
     with tf.control_dependencies([check]):
