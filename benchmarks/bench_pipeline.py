@@ -25,7 +25,7 @@ from pathlib import Path
 from kit import Reference, add_reference_arguments, run_checked
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["decode image", "decode label", "rescale + crop", "flip", "photometric", "pad", "whole-image rescale"]
+STAGES = ["decode image", "decode label", "check label", "rescale + crop", "flip", "photometric", "pad", "whole-image rescale"]
 
 
 def worker(root: str, count: int, threads: int, cache: str) -> dict:
@@ -38,7 +38,7 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
     import keras_mv2seg
     from keras_mv2seg.data import augment, list_samples, train_dataset
     from keras_mv2seg.data.decode import decode_image, decode_label, kind_index
-    from keras_mv2seg.data.pipeline import pad_pixel
+    from keras_mv2seg.data.pipeline import check_label_values, pad_pixel
 
     config = keras_mv2seg.get_config("deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes").replace(data_root=root)
     if cache:
@@ -56,6 +56,7 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
         stage = {
             "decode image": tf.function(lambda path: decode_image(path, tf.uint8)),  # as training decodes
             "decode label": tf.function(lambda path: decode_label(path, kind)),
+            "check label": tf.function(lambda label, path: check_label_values(label, path, config)),
             "rescale + crop": tf.function(lambda image, label, seed: augment.random_rescale_crop(
                 image, label, seed, seed + 1, data.base_scale, data.crop_size, data.ratio_range, data.cat_max_ratio,
                 data.ignore_index, flip=augment.flip_decision(seed + 2))),  # the flip is read into the crop
@@ -80,6 +81,7 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
             sample, seed = samples[i % len(samples)], tf.constant([i, 11], tf.int64)
             image = timed("decode image", tf.constant(sample.image))  # tensors: one trace for every file
             label = timed("decode label", tf.constant(sample.label))
+            label = timed("check label", label, tf.constant(sample.label))
             timed("whole-image rescale", image, label, seed)
             image, label = timed("rescale + crop", image, label, seed)
             image = timed("photometric", image, seed + 3)
@@ -158,13 +160,14 @@ def main(argv=None) -> int:
     mine = {k: sum(r["ms_per_image"][k] for r in runs["ours 1"]) / args.rounds for k in STAGES}
     theirs = ({k: sum(r["ms_per_image"][k] for r in runs["mmseg 1"]) / args.rounds
                for k in runs["mmseg 1"][0]["ms_per_image"]} if reference else {})
-    their_stage = {"decode image": ["decode image"], "decode label": ["decode label"],
+    their_stage = {"decode image": ["decode image"], "decode label": ["decode label"], "check label": [],
                    "rescale + crop": ["rescale", "crop"], "flip": ["flip"], "photometric": ["photometric"],
                    "pad": ["pack", "normalise, pad, batch"]}
     print(f"  {'stage':44s} {'keras_mv2seg':>13s} {'mmseg':>9s}")
     for name in STAGES:
         other = sum(theirs.get(k, 0.0) for k in their_stage.get(name, [])) if theirs else float("nan")
         label = {"pad": "pad (mmseg: pack + normalise, pad, batch)", "flip": "flip (ours: in the crop)",
+                 "check label": "check label values (mmseg: none)",
                  "rescale + crop": "rescale + crop (ours: + flip)"}.get(name, name)
         print(f"  {label:44s} {mine[name]:13.1f} {other:9.1f}" if name in their_stage
               else f"  {name + (' (before)' if 'rescale' in name else ''):44s} {mine[name]:13.1f}")

@@ -132,6 +132,29 @@ def test_photometric_distortion_stays_in_uint8_range_and_is_deterministic():
     assert any(not np.allclose(r, image) for r in results)
 
 
+@pytest.mark.parametrize("shape", [(20, 32, 3), (24, 17, 3), (24, 32, 3)])
+def test_distortion_runs_on_the_padded_crop_with_the_same_pixels(shape):
+    """``pad_to_size(..., image_step=distortion)`` (the pipeline's form: the distortion, compiled by XLA, sees the
+    crop size whatever the crop) equals distorting the crop and then padding it: the pad pixel and the ignore label
+    outside, the same distorted values inside (XLA and TensorFlow's kernels, to the x.5 ties)."""
+    rng = np.random.default_rng(sum(shape))
+    image = tf.constant(rng.integers(0, 256, shape), tf.float32)
+    label = tf.constant(rng.integers(0, 19, shape[:2] + (1,)), tf.uint8)
+    pixel = (123.675, 116.28, 103.53)
+    for i in range(6):
+        stepped, stepped_label = augment.pad_to_size(
+            image, label, (24, 32), pixel, image_step=lambda x: augment.photometric_distortion(x, seed(i)))
+        for jit in (True, False):
+            expected, expected_label = augment.pad_to_size(
+                augment.photometric_distortion(image, seed(i), jit=jit), label, (24, 32), pixel)
+            np.testing.assert_array_equal(stepped_label, expected_label)
+            difference = np.abs(stepped.numpy() - expected.numpy())
+            assert difference.max() <= 2 and (difference > 0).mean() < 0.02, (jit, difference.max())
+        outside = np.ones((24, 32), bool)
+        outside[:shape[0], :shape[1]] = False
+        np.testing.assert_array_equal(stepped.numpy()[outside], np.broadcast_to(np.float32(pixel), (outside.sum(), 3)))
+
+
 def test_pad_pixel_normalises_to_zero():
     for name in ("toy", "deeplab_mnv2_pascal"):
         config = keras_mv2seg.get_config(name)
@@ -342,13 +365,16 @@ def _float_hsv_step(rgb, step, value, dtype=tf.float32):
     return tf.clip_by_value(tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)) * 255.0, 0.0, 255.0).numpy()
 
 
+@pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("step, value", [("saturation", 0.5), ("saturation", 1.45), ("hue", -18.0), ("hue", 11.0)])
-def test_fused_hsv_steps_give_the_same_samples(step, value):
-    """The fused kernels on 0..255 values against the unfused 0..1 round trip: the same rounded values wherever
-    the exact (float64) result is not a tie; at an exact x.5 (common: a saturation of 0.5 halves odd channel
-    gaps) float32 round-off picks either neighbour, in both implementations."""
+def test_fused_hsv_steps_give_the_same_samples(step, value, jit):
+    """The fused kernels (``jit``: compiled by XLA, as the pipeline runs them) on 0..255 values against the unfused
+    0..1 round trip: the same rounded values wherever the exact (float64) result is not a tie; at an exact x.5
+    (common: a saturation of 0.5 halves odd channel gaps) float32 round-off picks either neighbour, in both
+    implementations."""
     rgb = tf.constant(np.random.default_rng(2).integers(0, 256, (64, 96, 3)), tf.float32)
-    ours = getattr(augment, f"adjust_{step}")(rgb, value).numpy()
+    step_function = tf.function(lambda x: getattr(augment, f"adjust_{step}")(x, value), jit_compile=jit)
+    ours = step_function(rgb).numpy()
     before = np.round(_float_hsv_step(rgb, step, value))
     exact = _float_hsv_step(rgb, step, value, tf.float64)
     tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
