@@ -176,7 +176,9 @@ def rescaled_image_window(image, size, top, left, crop_size, flip=None):
     small = size[0] * size[1] <= 2 * crop_size[0] * crop_size[1]
     window = tf.cond(small, lambda: _window_of_whole_resize(image, size, top, left, crop_size, flip),
                      lambda: _window_from_source(image, size, top, left, crop_size, flip))
-    return tf.round(tf.clip_by_value(window, 0.0, 255.0))
+    # no clip: bilinear weights are in [0, 1], so a value leaves 0..255 by float32 round-off at most, which the
+    # rounding absorbs (the clip that the whole-image path applies changes nothing here)
+    return tf.round(window)
 
 
 def random_rescale_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range=(0.5, 2.0),
