@@ -102,7 +102,7 @@ def test_mediapipe_segments_like_keras(trained, tiny_toy_root, tmp_path, variant
     assert metadata["activation"] == {"logits": "softmax", "scores": "none"}[output]
     assert ("mean" in metadata["inputs"][0]) == (input_type == "float32")  # uint8 input: raw pixels
     assert metadata["min_parser_version"] == "1.5.0" and metadata["files_missing"] == []
-    floor = 0.99 if quantization == "int8" else 0.999
+    floor = 0.99 if quantization == "int8" else 0.999  # at the stride: against the file's own output
     own = tl.runner(path.read_bytes())
     client = segmenter(path)
     try:
@@ -111,6 +111,9 @@ def test_mediapipe_segments_like_keras(trained, tiny_toy_root, tmp_path, variant
             logits = model(image[None].astype(np.float32), training=False).numpy()[0]
             category, confidence = segment(client, image)
             if not at_stride:
+                if quantization == "int8":  # MediaPipe's mask is the file's own argmax; int8's error is bounded
+                    assert (category == own(image[None])[0].argmax(-1)).mean() >= 0.999, variant
+                    floor = 0.97  # int8 against float: 84-99 % by head in the deployment table, 98-99 % here
                 assert (category == logits.argmax(-1)).mean() >= floor, variant
                 if quantization == "float32":
                     np.testing.assert_allclose(confidence, softmax(logits), atol=1e-3)
