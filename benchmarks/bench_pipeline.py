@@ -25,7 +25,8 @@ from pathlib import Path
 from kit import Reference, add_reference_arguments, run_checked
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["decode image", "decode label", "check label", "rescale + crop", "flip", "photometric", "pad", "whole-image rescale"]
+STAGES = ["decode image", "decode label", "check label", "rescale + crop", "flip", "photometric", "pad",
+          "whole-image rescale"]
 
 
 def worker(root: str, count: int, threads: int, cache: str) -> dict:
