@@ -503,6 +503,31 @@ def _rescale_then_crop(image, label, scale_seed, crop_seed, scale, crop_size, ra
             tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
 
 
+def test_window_is_not_rounded_once_by_a_fused_multiply_add():
+    """The XLA window rounds each product before its addition, as resize_bilinear does: pixel pairs and lerps
+    where a fused multiply-add (one rounding) would move the rounded value come out as the kernel's."""
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, 200_000).astype(np.float32)
+    right = rng.integers(0, 256, 200_000).astype(np.float32)
+    # lerps a few float32 steps from 0.5 (as the sampling positions give): an odd difference times one is a hair
+    # from x.5, which the float32 product rounds to x.5 exactly and a fused multiply-add keeps
+    lerp = (0.5 + rng.integers(-8, 9, 200_000) * 2.0 ** -24).astype(np.float32)
+    separate = np.round(left + (right - left) * lerp)  # float32 product, rounded, then the addition
+    fused = np.round((left.astype(np.float64) + (right - left).astype(np.float64) * lerp).astype(np.float32))
+    cases = np.flatnonzero(separate != fused)[:64]
+    assert cases.size  # there are such cases
+    count = cases.size
+    image = np.stack([left[cases], right[cases]], 1).reshape(1, 2 * count, 1).repeat(3, axis=2).astype(np.uint8)
+    zero = tf.zeros([1], tf.int32)
+    window = augment._bilinear_window_xla(
+        tf.constant(image), zero, zero, tf.zeros([1]), tf.range(0, 2 * count, 2), tf.range(1, 2 * count, 2),
+        tf.constant(lerp[cases]), tf.constant(-1, tf.int32))
+    np.testing.assert_array_equal(window.numpy()[0, :, 0], separate[cases])
+    np.testing.assert_array_equal(window.numpy()[0, :, 0], augment._bilinear_window(
+        tf.constant(image), zero, zero, tf.zeros([1]), tf.range(0, 2 * count, 2), tf.range(1, 2 * count, 2),
+        tf.constant(lerp[cases]), tf.constant(-1, tf.int32)).numpy()[0, :, 0])
+
+
 @pytest.mark.parametrize("ratio_range", [(0.5, 0.5), (2.0, 2.0), (0.5, 2.0)])
 def test_rescaling_only_the_crop_gives_the_same_samples(ratio_range):
     """random_rescale_crop (the crop's pixels alone, from the source pixels they read) equals rescaling the whole
