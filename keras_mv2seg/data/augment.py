@@ -257,25 +257,31 @@ def random_hue_shift(seed, hue_delta):
     return tf.floor(_uniform(seed, -hue_delta, hue_delta))
 
 
-def _photometric_steps(image, apply, values):
+def _photometric_steps(image, apply, values, steps=None):
     """The four pixel steps in mmseg's order: brightness, contrast (first or last), saturation, hue. ``apply``:
     bool [5] (brightness, contrast, saturation, hue, contrast first); ``values``: float32 [4] (brightness delta,
-    contrast alpha, saturation alpha, hue shift)."""
-    def maybe(flag, image, fn):
-        return tf.cond(flag, lambda: fn(image), lambda: image)
+    contrast alpha, saturation alpha, hue shift). ``steps``: the four step functions (default: TensorFlow's
+    kernels)."""
+    brightness, contrast, saturation, hue = steps or (adjust_brightness, adjust_contrast, adjust_saturation,
+                                                      adjust_hue)
 
-    contrast = lambda x: adjust_contrast(x, values[1])  # noqa: E731
-    image = maybe(apply[0], image, lambda x: adjust_brightness(x, values[0]))
-    image = maybe(tf.logical_and(apply[4], apply[1]), image, contrast)
-    image = maybe(apply[2], image, lambda x: adjust_saturation(x, values[2]))
-    image = maybe(apply[3], image, lambda x: adjust_hue(x, values[3]))
-    return maybe(tf.logical_and(tf.logical_not(apply[4]), apply[1]), image, contrast)
+    def maybe(flag, image, fn, value):
+        return tf.cond(flag, lambda: fn(image, value), lambda: image)
+
+    image = maybe(apply[0], image, brightness, values[0])
+    image = maybe(tf.logical_and(apply[4], apply[1]), image, contrast, values[1])
+    image = maybe(apply[2], image, saturation, values[2])
+    image = maybe(apply[3], image, hue, values[3])
+    return maybe(tf.logical_and(tf.logical_not(apply[4]), apply[1]), image, contrast, values[1])
 
 
-# XLA fuses each step into one loop over the pixels: 2-4x faster than TensorFlow's kernels on a CPU (the fused HSV
-# kernels included), with the same rounded values except at exact x.5 ties (as between the kernels themselves).
-# One compilation per image shape; ``train_augment`` gives it the crop size always.
-_photometric_steps_xla = tf.function(_photometric_steps, jit_compile=True, autograph=False)
+# Each step compiled by XLA into one loop over the pixels: 2-4x faster than TensorFlow's kernels on a CPU (the fused
+# HSV kernels included), with the same rounded values except at exact x.5 ties (as between the kernels themselves).
+# The decisions stay outside, in TensorFlow conditionals, so that a step not taken costs nothing (one XLA function
+# with conditionals inside copied the image at each of them: 2.7 ms for a 512x1024 crop that no step changed).
+# One compilation per image shape; ``train_augment`` gives them the crop size always.
+_PHOTOMETRIC_STEPS_XLA = tuple(tf.function(step, jit_compile=True, autograph=False)
+                               for step in (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue))
 
 
 def photometric_parameters(seed, brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
@@ -297,8 +303,7 @@ def photometric_distortion(image, seed, brightness_delta=32, contrast_range=(0.5
     ``jit``: the pixel steps compiled by XLA (default; ``False``: TensorFlow's kernels, the same values except
     at exact x.5 ties)."""
     apply, values = photometric_parameters(seed, brightness_delta, contrast_range, saturation_range, hue_delta)
-    steps = _photometric_steps_xla if jit else _photometric_steps
-    return steps(tf.cast(image, tf.float32), apply, values)
+    return _photometric_steps(tf.cast(image, tf.float32), apply, values, _PHOTOMETRIC_STEPS_XLA if jit else None)
 
 
 def pad_to_size(image, label, size, pad_pixel, ignore_index=255, static: bool = True, image_step=None):
