@@ -76,8 +76,9 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
             seconds[name] += time.perf_counter() - start
             return out
 
-        for i in range(count + 2):  # two warm-up samples (tracing)
-            if i == 2:
+        warm_up = 8  # tracing, and each XLA step compiled (a photometric step runs on half the samples)
+        for i in range(count + warm_up):
+            if i == warm_up:
                 seconds = dict.fromkeys(STAGES, 0.0)
             sample, seed = samples[i % len(samples)], tf.constant([i, 11], tf.int64)
             image = timed("decode image", tf.constant(sample.image))  # tensors: one trace for every file
@@ -97,7 +98,8 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
         if intra_op_one:
             options.threading.max_intra_op_parallelism = 1
         iterator = iter(dataset.with_options(options))
-        next(iterator)  # trace, fill
+        for _ in range(4):  # trace, compile, fill
+            next(iterator)
         start = time.perf_counter()
         for _ in range(max(count // 2, 1)):
             next(iterator)
