@@ -372,7 +372,11 @@ def test_fused_hsv_steps_give_the_same_samples(step, value, jit):
     0..1 round trip: the same rounded values wherever the exact (float64) result is not a tie; at an exact x.5
     (common: a saturation of 0.5 halves odd channel gaps) float32 round-off picks either neighbour, in both
     implementations."""
-    rgb = tf.constant(np.random.default_rng(2).integers(0, 256, (64, 96, 3)), tf.float32)
+    pixels = np.random.default_rng(2).integers(0, 256, (64, 96, 3))
+    # the closed forms' edge cases: grey, two channels sharing the largest or smallest value, pure and extreme colours
+    pixels[0, :12] = [[0, 0, 0], [255, 255, 255], [77, 77, 77], [200, 200, 13], [13, 200, 200], [200, 13, 200],
+                      [40, 90, 90], [90, 40, 40], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 254, 0]]
+    rgb = tf.constant(pixels, tf.float32)
     step_function = tf.function(lambda x: getattr(augment, f"adjust_{step}")(x, value), jit_compile=jit)
     ours = step_function(rgb).numpy()
     before = np.round(_float_hsv_step(rgb, step, value))
