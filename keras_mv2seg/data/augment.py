@@ -165,7 +165,7 @@ def _bilinear_window(image, y0, y1, y_lerp, x0, x1, x_lerp, ones):
     return tf.round(top + _rounded_product((bottom - top) * y_lerp, ones))
 
 
-# One loop over the window's pixels, gathering from the source: 2-3x faster than the kernels on a CPU at any scale.
+# One loop over the window's pixels, gathering from the source: 2-3x faster than the kernels on a CPU.
 # One compilation per (source shape, crop size, dtype); sources are padded to a multiple of _SOURCE_STEP first, so
 # that datasets whose images differ in size compile a few shapes only.
 _bilinear_window_xla = tf.function(_bilinear_window, jit_compile=True, autograph=False)
@@ -189,8 +189,8 @@ def _bucketed(image):
 def rescaled_image_window(image, size, top, left, crop_size, flip=None):
     """``round(clip(resize_image(image, size)))[top:top + h, left:left + w]`` (flipped left-right when ``flip``)
     without resizing what the window drops (``image`` float32 or uint8; float32 out): each window pixel from the four
-    source pixels it reads, in one XLA loop (measured on 1024x2048 images: 3 ms for a 512x1024 window at any scale,
-    the kernel on the whole frame 5-10 ms per million output pixels). The same values bit for bit (no clip is needed:
+    source pixels it reads, in one XLA loop (on 1024x2048 images: about 3 ms for a 512x1024 window at any scale, the
+    gathers and whole-frame kernel it replaces 5-9 ms in the same process). The same values bit for bit (no clip:
     bilinear weights are in [0, 1], so a value cannot leave 0..255 by more than float32 round-off, which the rounding
     absorbs)."""
     size = tf.convert_to_tensor(size, tf.int32)
@@ -238,7 +238,7 @@ def adjust_contrast(image, alpha):
 
 
 # The two HSV steps in closed form on the 0..255 values as they are (the HSV round trip is linear in V, so no
-# rescale to 0..1 is needed): one pass each under XLA, 2x faster than XLA's lowering of the round trip.
+# rescale to 0..1 is needed): one pass each under XLA, 1.5-2x faster than XLA's lowering of the round trip.
 
 def adjust_saturation(image, alpha):
     """Saturation times ``alpha``, clipped to 1 (the reference scales OpenCV's uint8 S channel), back to 0..255
