@@ -523,13 +523,11 @@ def test_window_is_not_rounded_once_by_a_fused_multiply_add():
     count = cases.size
     image = np.stack([left[cases], right[cases]], 1).reshape(1, 2 * count, 1).repeat(3, axis=2).astype(np.uint8)
     zero = tf.zeros([1], tf.int32)
-    window = augment._bilinear_window_xla(
-        tf.constant(image), zero, zero, tf.zeros([1]), tf.range(0, 2 * count, 2), tf.range(1, 2 * count, 2),
-        tf.constant(lerp[cases]), tf.constant(-1, tf.int32))
-    np.testing.assert_array_equal(window.numpy()[0, :, 0], separate[cases])
-    np.testing.assert_array_equal(window.numpy()[0, :, 0], augment._bilinear_window(
-        tf.constant(image), zero, zero, tf.zeros([1]), tf.range(0, 2 * count, 2), tf.range(1, 2 * count, 2),
-        tf.constant(lerp[cases]), tf.constant(-1, tf.int32)).numpy()[0, :, 0])
+    arguments = (tf.constant(image), zero, zero, tf.zeros([1]), tf.range(0, 2 * count, 2), tf.range(1, 2 * count, 2),
+                 tf.constant(lerp[cases]), tf.constant(-1, tf.int32))
+    window = augment._bilinear_window_xla(*arguments).numpy()[0, :, 0]
+    np.testing.assert_array_equal(window, separate[cases])
+    np.testing.assert_array_equal(window, augment._bilinear_window(*arguments).numpy()[0, :, 0])
 
 
 @pytest.mark.parametrize("ratio_range", [(0.5, 0.5), (2.0, 2.0), (0.5, 2.0)])
