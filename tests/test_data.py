@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mv2seg
-from keras_mv2seg.data import augment, list_samples, make_toy_dataset
+from keras_mv2seg.data import augment, list_samples, make_toy_dataset, png
 from keras_mv2seg.data.pipeline import eval_dataset, map_label, pad_pixel, train_dataset
 from keras_mv2seg.errors import DataError, data_errors_named
 from tests.conftest import load_tool
@@ -498,7 +498,9 @@ def test_augmentation_distributions():
 
 def _rescale_then_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range, cat_max_ratio,
                        ignore_index, attempts=10, flip=None):
-    """The chain as it was: the whole image rescaled, then cropped, then flipped."""
+    """The chain as it was: the whole image decoded, rescaled, then cropped, then flipped."""
+    if hasattr(image, "pixels"):  # a decode.ImageFile, which the new chain decodes down to the rows it reads
+        image = image.pixels()
     image, label = augment.random_rescale(tf.cast(image, tf.float32), label, scale_seed, scale, ratio_range)
     image, label = augment.random_crop(image, label, crop_seed, crop_size, cat_max_ratio, ignore_index, attempts)
     if flip is None:
@@ -570,18 +572,27 @@ def test_rescaling_only_the_crop_gives_the_same_samples(ratio_range):
     assert redrawn and borders  # the cases did exercise the re-draws and windows cut at the frame
 
 
-def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, monkeypatch):
-    """train_dataset's batches, several seeds: the same with the crop-only rescale as with the whole-image one."""
-    config = keras_mv2seg.get_config("toy").replace(data_root=str(tiny_toy_root), crop_size=(32, 48),
-                                                     base_scale=(128, 64))
+@pytest.mark.parametrize("size", ["tiny", "taller than the rows a crop reads"])
+def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, tmp_path, monkeypatch, size):
+    """train_dataset's batches, several seeds: the same with the crop-only rescale, which decodes a PNG's rows down to
+    the last its window reads, as with the whole image decoded and rescaled."""
+    from keras_mv2seg.data import decode
+
+    root, crop, scale = tiny_toy_root, (32, 48), (128, 64)
+    if size != "tiny":  # 384-row images, 64-row crops: windows read 128 to 384 rows
+        root = make_toy_dataset(tmp_path / "tall", train=4, val=1, height=384, width=192)
+        crop, scale = (64, 96), (192, 384)
+    config = keras_mv2seg.get_config("toy").replace(data_root=str(root), crop_size=crop, base_scale=scale)
+    read = []
+    monkeypatch.setattr(decode, "png_prefix", lambda data, rows: read.append(int(rows)) or png.png_prefix(data, rows))
 
     def batches(seed):
         return [(i.numpy(), l.numpy()) for i, l in train_dataset(config, batch_size=4, seed=seed).take(2)]
 
     new = {seed: batches(seed) for seed in (0, 1, 5)}
+    assert len(read) >= 24 and (min(read) < 384 if size != "tiny" else max(read) <= 64)  # 24 and what is prefetched
     monkeypatch.setattr(augment, "random_rescale_crop", _rescale_then_crop)
     for seed, expected in new.items():
         for (image, label), (old_image, old_label) in zip(expected, batches(seed)):
             np.testing.assert_array_equal(label, old_label)
             np.testing.assert_allclose(image, old_image, rtol=0, atol=1e-4 * 255)
-

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+from keras_mv2seg.data.png import SIGNATURE, png_prefix
 from keras_mv2seg.errors import data_assertion, pipeline_problem
 
 LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
@@ -90,12 +91,47 @@ def checked_image_bytes(path, data):
         return tf.identity(data)
 
 
+def _decode_rgb(data):
+    """The decoder of every image file: RGB uint8 [H, W, 3], grayscale replicated, alpha dropped, 16-bit scaled to
+    8 bits."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
 def decode_image(path, dtype=tf.float32):
     """RGB [H, W, 3] as ``dtype`` (float32, or uint8 as decoded): grayscale replicated, alpha dropped, 16-bit
     scaled to 8 bits."""
-    data = checked_image_bytes(path, tf.io.read_file(path))
-    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    return tf.cast(tf.ensure_shape(image, [None, None, 3]), dtype)
+    return tf.cast(_decode_rgb(checked_image_bytes(path, tf.io.read_file(path))), dtype)
+
+
+class ImageFile:
+    """An image file read but not yet decoded, for a step that needs only its top rows: ``frame`` (int32 [2],
+    height and width, from a PNG's header) and :meth:`pixels`. The training crop decodes only down to the last row
+    its window reads (``augment.rescaled_image_window``): a non-interlaced PNG's rows are stored in order, so the
+    rows below are never inflated (``png.png_prefix``; on 1024x2048 Cityscapes-size files a 512x1024 crop at scale
+    0.5-2.0 reads 73 % of the rows on average). Other files (JPEG, BMP, GIF, a PNG without a well-formed header) are
+    decoded whole here, as :func:`decode_image` does, and ``frame`` is their decoded size."""
+
+    def __init__(self, path):
+        self.path = path
+        self.data = checked_image_bytes(path, tf.io.read_file(path))
+        head = tf.strings.join([tf.strings.substr(self.data, 0, 24), b"\0" * 24])  # short files: no substr error
+        width_height = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.int32, little_endian=False)
+        self.is_png = tf.logical_and(tf.equal(tf.strings.substr(head, 0, 16), SIGNATURE + b"\0\0\0\x0dIHDR"),
+                                     tf.reduce_all(width_height > 0))
+        self._whole = tf.cond(self.is_png, lambda: tf.zeros([0, 0, 3], tf.uint8), lambda: _decode_rgb(self.data))
+        self.frame = tf.cond(self.is_png, lambda: tf.reverse(width_height, [0]), lambda: tf.shape(self._whole)[:2])
+
+    def pixels(self, rows=None):
+        """RGB uint8 [h, W, 3], the image's top ``h >= rows`` rows (``rows`` an int32 scalar; None: every row), the
+        same pixels as :func:`decode_image`'s."""
+        if rows is None:
+            return tf.cond(self.is_png, lambda: _decode_rgb(self.data), lambda: self._whole)
+
+        def top_rows():
+            return _decode_rgb(tf.numpy_function(png_prefix, [self.data, rows], tf.string, stateful=False))
+
+        return tf.cond(self.is_png, top_rows, lambda: self._whole)
 
 
 def colours_to_classes(rgb, colours, path, source: str):
@@ -200,20 +236,31 @@ def decode_label(path, kind_id, coding=None):
     return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
 
 
+def _label_sized(image_size, image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):
+    """The label of ``label_path`` in training ids, after asserting that its size is ``image_size``."""
+    label = decode_label(label_path, kind_id, coding)
+    same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(image_size, tf.shape(label)[:2])),
+                                    ["image and label sizes differ:", image_path, "is (H W)", image_size,
+                                     "but", label_path, "is", tf.shape(label)[:2]])
+    with tf.control_dependencies([same_size]):
+        if coding is not None:  # a custom dataset's samples are all of its kind
+            return map_label(label, "custom", reduce_zero_label, coding)
+        kinds = [k for k in LABEL_KINDS if k != "custom"]
+        return tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in kinds])
+
+
 def decode_pair(image_path, label_path, kind_id, reduce_zero_label: bool, coding=None, image_dtype=tf.float32):
     """(image [H, W, 3] as ``image_dtype``, label uint8 [H, W, 1] in training ids) of one sample; sizes must
     agree."""
     image = decode_image(image_path, image_dtype)
-    label = decode_label(label_path, kind_id, coding)
-    same_size = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2])),
-                                    ["image and label sizes differ:", image_path, "is (H W)", tf.shape(image)[:2],
-                                     "but", label_path, "is", tf.shape(label)[:2]])
-    with tf.control_dependencies([same_size]):
-        if coding is not None:  # a custom dataset's samples are all of its kind
-            return tf.identity(image), map_label(label, "custom", reduce_zero_label, coding)
-        kinds = [k for k in LABEL_KINDS if k != "custom"]
-        label = tf.switch_case(kind_id, [lambda k=k: map_label(label, k, reduce_zero_label) for k in kinds])
-        return tf.identity(image), label
+    return image, _label_sized(tf.shape(image)[:2], image_path, label_path, kind_id, reduce_zero_label, coding)
+
+
+def image_file_and_label(image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):
+    """(:class:`ImageFile` of the image, label uint8 [H, W, 1] in training ids) of one sample, for the training crop,
+    which decodes the image's top rows only; sizes must agree (the image's from its header)."""
+    image = ImageFile(image_path)
+    return image, _label_sized(image.frame, image_path, label_path, kind_id, reduce_zero_label, coding)
 
 
 # --- eager form: Python errors naming the file ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras_mv2seg.config import Config
 from keras_mv2seg.data import augment
 from keras_mv2seg.data.cache import cache_samples, read_raw
-from keras_mv2seg.data.decode import decode_pair, kind_index, map_label  # noqa: F401 - map_label: public here too
+from keras_mv2seg.data.decode import decode_pair, image_file_and_label, kind_index, map_label  # noqa: F401 - map_label: public here too
 from keras_mv2seg.data.layouts import Sample, list_samples
 from keras_mv2seg.data.tfrecord import parse_example, record_files
 from keras_mv2seg.errors import data_assertion
@@ -69,9 +69,13 @@ def _coding(samples: list[Sample]):
 
 
 def _load(images, labels, kind_ids, index, reduce_zero_label, cached: bool = False, coding=None,
-          image_dtype=tf.float32):
+          image_dtype=tf.float32, image_file: bool = False):
+    """(image, label uint8 [H, W, 1] in training ids) of sample ``index``; ``image_file``: the image as a
+    ``decode.ImageFile`` (decoded later, down to the rows a crop reads) where it comes from a file."""
     if cached:  # decoded pixels, labels already mapped (see data/cache.py)
         return tf.cast(read_raw(images[index], 3), image_dtype), read_raw(labels[index], 1)
+    if image_file:
+        return image_file_and_label(images[index], labels[index], kind_ids[index], reduce_zero_label, coding)
     return decode_pair(images[index], labels[index], kind_ids[index], reduce_zero_label, coding, image_dtype)
 
 
@@ -136,7 +140,8 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         file_index = tf.random.experimental.index_shuffle(position, tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           count - 1)
         image, label = _load(images, labels, kind_ids, file_index, data.reduce_zero_label, cached, coding,
-                             image_dtype=tf.uint8)  # cast to float32 by the augmentation, after the crop
+                             image_dtype=tf.uint8,  # cast to float32 by the augmentation, after the crop
+                             image_file=data.augmentation != "deeplab")  # mmseg's crop decodes the rows it reads
         return augmented(sample_index, image, label, labels[file_index])  # label problems name the label file
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
