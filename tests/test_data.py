@@ -498,9 +498,9 @@ def test_augmentation_distributions():
 
 def _rescale_then_crop(image, label, scale_seed, crop_seed, scale, crop_size, ratio_range, cat_max_ratio,
                        ignore_index, attempts=10, flip=None):
-    """The chain as it was: the whole image decoded, rescaled, then cropped, then flipped."""
+    """The chain as it was: the whole image decoded by TensorFlow, rescaled, then cropped, then flipped."""
     if hasattr(image, "pixels"):  # a decode.ImageFile, which the new chain decodes down to the rows it reads
-        image = image.pixels()
+        image = tf.io.decode_image(image.data, channels=3, expand_animations=False)
     image, label = augment.random_rescale(tf.cast(image, tf.float32), label, scale_seed, scale, ratio_range)
     image, label = augment.random_crop(image, label, crop_seed, crop_size, cat_max_ratio, ignore_index, attempts)
     if flip is None:
@@ -584,7 +584,7 @@ def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, tmp_path,
         crop, scale = (64, 96), (192, 384)
     config = keras_mv2seg.get_config("toy").replace(data_root=str(root), crop_size=crop, base_scale=scale)
     read = []
-    monkeypatch.setattr(decode, "png_prefix", lambda data, rows: read.append(int(rows)) or png.png_prefix(data, rows))
+    monkeypatch.setattr(decode, "decode_rows", lambda data, rows: read.append(int(rows)) or png.decode_rows(data, rows))
 
     def batches(seed):
         return [(i.numpy(), l.numpy()) for i, l in train_dataset(config, batch_size=4, seed=seed).take(2)]

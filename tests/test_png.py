@@ -1,6 +1,7 @@
-"""The top rows of a PNG as a PNG (``data/png.py``): TensorFlow's decoder gives the same pixels for them as for those
-rows of the whole file, from files written by TensorFlow, Pillow and OpenCV and by hand with each PNG filter, and
-every file it cannot shorten comes back unchanged."""
+"""The top rows of a PNG (``data/png.py``): as a PNG of their own, which TensorFlow's decoder decodes to the same
+pixels as those rows of the whole file, and decoded here (ISA-L and imagecodecs) to the same pixels as TensorFlow's
+for the common kinds of file -- files written by TensorFlow, Pillow and OpenCV and by hand with each PNG filter --;
+every file that cannot be shortened comes back unchanged."""
 
 import io
 import struct
@@ -83,6 +84,11 @@ def opencv_png(pixels, **flags):
     return cv2.imencode(".png", pixels, params)[1].tobytes()
 
 
+def with_chunks(data, *chunks):
+    """``data`` (a PNG) with ``chunks`` put in after its IHDR."""
+    return data[:33] + b"".join(chunks) + data[33:]
+
+
 FILES = {
     "tensorflow rgb": lambda: tf.io.encode_png(scene(61, 90, 3)).numpy(),
     "tensorflow gray": lambda: tf.io.encode_png(scene(61, 90, 1)).numpy(),
@@ -98,7 +104,13 @@ FILES = {
     "opencv bgr": lambda: opencv_png(scene(61, 90, 3)),
     "opencv bgr, huffman only": lambda: opencv_png(scene(61, 90, 3), IMWRITE_PNG_STRATEGY=2, IMWRITE_PNG_COMPRESSION=1),
     "every filter, 1000-byte IDATs": lambda: handmade_png(scene(61, 90, 3)),
+    "gamma and sRGB chunks": lambda: with_chunks(tf.io.encode_png(scene(61, 90, 3)).numpy(),
+                                                 chunk(b"gAMA", struct.pack(">I", 45455)), chunk(b"sRGB", b"\0")),
+    "rgb with a tRNS colour": lambda: with_chunks(tf.io.encode_png(scene(61, 90, 3)).numpy(),
+                                                  chunk(b"tRNS", struct.pack(">HHH", 7, 7, 7))),
 }
+DECODED_HERE = {"tensorflow rgb", "tensorflow gray", "tensorflow gray+alpha", "tensorflow rgba", "pillow rgb",
+                "opencv bgr", "opencv bgr, huffman only", "every filter, 1000-byte IDATs", "gamma and sRGB chunks"}
 
 
 @pytest.mark.parametrize("writer", FILES)
@@ -116,6 +128,23 @@ def test_top_rows_decode_as_the_whole_file_does(writer):
         np.testing.assert_array_equal(tf.io.decode_image(top, channels=3, expand_animations=False).numpy(),
                                       whole_rgb[:rows])
     assert png.png_prefix(data, 61) is data and png.png_prefix(data, 500) is data  # nothing to leave out
+
+
+@pytest.mark.parametrize("writer", FILES)
+def test_decoded_rows_are_tensorflows_pixels(writer):
+    """``decode_rows``: the top rows as TensorFlow's ``decode_image(..., channels=3)`` gives them, decoded here for
+    8-bit grey, RGB and their alpha forms without tRNS, left to TensorFlow (as a PNG of those rows) for the rest."""
+    data = FILES[writer]()
+    whole = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    for rows in (1, 7, 60, 61, 0, 1000):
+        pixels, rest = png.decode_rows(data, rows)
+        expected = whole[:rows] if 0 < rows < 61 else whole
+        if writer in DECODED_HERE:
+            assert rest == b"" and pixels.flags.c_contiguous
+            np.testing.assert_array_equal(pixels, expected)
+        else:
+            assert pixels.shape == (0, 0, 3) and (rest is data) == (expected is whole)
+            np.testing.assert_array_equal(tf.io.decode_image(rest, channels=3, expand_animations=False), expected)
 
 
 def test_files_it_cannot_shorten_come_back_unchanged():
@@ -152,6 +181,8 @@ def test_files_it_cannot_shorten_come_back_unchanged():
                                                        + chunk(b"IDAT", body[100:]) + data[idat[0][1]:])
     for name, case in cases.items():
         assert png.png_prefix(case, 3) is case, name
+        pixels, rest = png.decode_rows(case, 3)
+        assert pixels.size == 0 and rest is case, name
     assert png.png_prefix(data, 0) is data
     # the inflater's own errors: valid CRCs around a stream that is not deflate data
     bad_stream = data[: idat[0][0]] + chunk(b"IDAT", b"\x78\x01not deflate at all" * 10) + chunk(b"IEND", b"")

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
-from keras_mv2seg.data.png import SIGNATURE, png_prefix
+from keras_mv2seg.data.png import SIGNATURE, decode_rows
 from keras_mv2seg.errors import data_assertion, pipeline_problem
 
 LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
@@ -100,15 +100,15 @@ def _decode_rgb(data):
 
 def decode_image(path, dtype=tf.float32):
     """RGB [H, W, 3] as ``dtype`` (float32, or uint8 as decoded): grayscale replicated, alpha dropped, 16-bit
-    scaled to 8 bits."""
-    return tf.cast(_decode_rgb(checked_image_bytes(path, tf.io.read_file(path))), dtype)
+    scaled to 8 bits (:class:`ImageFile`'s pixels)."""
+    return tf.cast(ImageFile(path).pixels(), dtype)
 
 
 class ImageFile:
     """An image file read but not yet decoded, for a step that needs only its top rows: ``frame`` (int32 [2],
     height and width, from a PNG's header) and :meth:`pixels`. The training crop decodes only down to the last row
     its window reads (``augment.rescaled_image_window``): a non-interlaced PNG's rows are stored in order, so the
-    rows below are never inflated (``png.png_prefix``; on 1024x2048 Cityscapes-size files a 512x1024 crop at scale
+    rows below are never inflated (``png.decode_rows``; on 1024x2048 Cityscapes-size files a 512x1024 crop at scale
     0.5-2.0 reads 73 % of the rows on average). Other files (JPEG, BMP, GIF, a PNG without a well-formed header) are
     decoded whole here, as :func:`decode_image` does, and ``frame`` is their decoded size."""
 
@@ -124,14 +124,16 @@ class ImageFile:
 
     def pixels(self, rows=None):
         """RGB uint8 [h, W, 3], the image's top ``h >= rows`` rows (``rows`` an int32 scalar; None: every row), the
-        same pixels as :func:`decode_image`'s."""
-        if rows is None:
-            return tf.cond(self.is_png, lambda: _decode_rgb(self.data), lambda: self._whole)
+        same pixels as TensorFlow's ``decode_image(..., channels=3)`` (``png.decode_rows``: common PNGs decoded
+        there, the others by TensorFlow, from their top rows' PNG where it can be made)."""
+        rows = tf.constant(0) if rows is None else rows
 
-        def top_rows():
-            return _decode_rgb(tf.numpy_function(png_prefix, [self.data, rows], tf.string, stateful=False))
+        def png():
+            pixels, rest = tf.numpy_function(decode_rows, [self.data, rows], [tf.uint8, tf.string], stateful=False)
+            pixels = tf.ensure_shape(pixels, [None, None, 3])
+            return tf.cond(tf.shape(pixels)[0] > 0, lambda: pixels, lambda: _decode_rgb(tf.ensure_shape(rest, [])))
 
-        return tf.cond(self.is_png, top_rows, lambda: self._whole)
+        return tf.cond(self.is_png, png, lambda: self._whole)
 
 
 def colours_to_classes(rgb, colours, path, source: str):
