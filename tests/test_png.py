@@ -130,21 +130,25 @@ def test_top_rows_decode_as_the_whole_file_does(writer):
     assert png.png_prefix(data, 61) is data and png.png_prefix(data, 500) is data  # nothing to leave out
 
 
+@pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("writer", FILES)
-def test_decoded_rows_are_tensorflows_pixels(writer):
-    """``decode_rows``: the top rows as TensorFlow's ``decode_image(..., channels=3)`` gives them, decoded here for
-    8-bit grey, RGB and their alpha forms without tRNS, left to TensorFlow (as a PNG of those rows) for the rest."""
+def test_decoded_rows_are_tensorflows_pixels(writer, channels):
+    """``decode_rows``: the top rows as TensorFlow's ``decode_image(..., channels)`` gives them, decoded here for
+    8-bit grey, RGB and their alpha forms without tRNS (grey only, for one channel), left to TensorFlow (as a PNG of
+    those rows) for the rest."""
     data = FILES[writer]()
-    whole = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    whole = tf.io.decode_image(data, channels=channels, expand_animations=False).numpy()
+    here = writer in DECODED_HERE and (channels == 3 or png.png_header(data)["colour_type"] in (0, 4))
     for rows in (1, 7, 60, 61, 0, 1000):
-        pixels, rest = png.decode_rows(data, rows)
+        pixels, rest = png.decode_rows(data, rows, channels)
         expected = whole[:rows] if 0 < rows < 61 else whole
-        if writer in DECODED_HERE:
+        if here:
             assert rest == b"" and pixels.flags.c_contiguous
             np.testing.assert_array_equal(pixels, expected)
         else:
-            assert pixels.shape == (0, 0, 3) and (rest is data) == (expected is whole)
-            np.testing.assert_array_equal(tf.io.decode_image(rest, channels=3, expand_animations=False), expected)
+            assert pixels.shape == (0, 0, channels) and (rest is data) == (expected is whole)
+            np.testing.assert_array_equal(tf.io.decode_image(rest, channels=channels, expand_animations=False),
+                                          expected)
 
 
 def test_files_it_cannot_shorten_come_back_unchanged():

@@ -127,13 +127,21 @@ class ImageFile:
         same pixels as TensorFlow's ``decode_image(..., channels=3)`` (``png.decode_rows``: common PNGs decoded
         there, the others by TensorFlow, from their top rows' PNG where it can be made)."""
         rows = tf.constant(0) if rows is None else rows
+        return tf.cond(self.is_png, lambda: decode_png_rows(self.data, rows), lambda: self._whole)
 
-        def png():
-            pixels, rest = tf.numpy_function(decode_rows, [self.data, rows], [tf.uint8, tf.string], stateful=False)
-            pixels = tf.ensure_shape(pixels, [None, None, 3])
-            return tf.cond(tf.shape(pixels)[0] > 0, lambda: pixels, lambda: _decode_rgb(tf.ensure_shape(rest, [])))
 
-        return tf.cond(self.is_png, png, lambda: self._whole)
+def decode_png_rows(data, rows=0, channels: int = 3):
+    """uint8 [h, W, ``channels``] of the PNG file ``data``: its top ``h >= rows`` rows (every row when ``rows`` is 0),
+    the same pixels as TensorFlow's PNG decoder gives (``png.decode_rows``: common PNGs decoded there, the others by
+    TensorFlow, from their top rows' PNG where it can be made)."""
+    pixels, rest = tf.numpy_function(decode_rows, [data, rows, channels], [tf.uint8, tf.string], stateful=False)
+    pixels = tf.ensure_shape(pixels, [None, None, channels])
+
+    def by_tensorflow():
+        image = tf.io.decode_image(tf.ensure_shape(rest, []), channels=channels, expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(image, [None, None, channels])
+
+    return tf.cond(tf.shape(pixels)[0] > 0, lambda: pixels, by_tensorflow)
 
 
 def colours_to_classes(rgb, colours, path, source: str):
@@ -198,8 +206,8 @@ def _decode_custom_label(data, path, colour_type, coding):
 
     def gray_or_rgb():
         if not coding.colours:
-            return tf.io.decode_png(data, channels=1)
-        return tf.cond(tf.equal(colour_type, _RGB), colours, lambda: tf.io.decode_png(data, channels=1))
+            return decode_png_rows(data, channels=1)
+        return tf.cond(tf.equal(colour_type, _RGB), colours, lambda: decode_png_rows(data, channels=1))
 
     return tf.cond(tf.equal(colour_type, _PALETTE), palette, gray_or_rgb)
 
@@ -235,7 +243,7 @@ def decode_label(path, kind_id, coding=None):
                                               "resized label?):", path)]):
             return tf.identity(indices)
 
-    return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
+    return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: decode_png_rows(data, channels=1))
 
 
 def _label_sized(image_size, image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):
