@@ -584,8 +584,7 @@ def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, tmp_path,
         crop, scale = (64, 96), (192, 384)
     config = keras_mv2seg.get_config("toy").replace(data_root=str(root), crop_size=crop, base_scale=scale)
     read = []
-    monkeypatch.setattr(decode, "decode_rows", lambda data, rows, channels: (channels == 3 and read.append(int(rows)))
-                        or png.decode_rows(data, rows, channels))  # images: the rows read; labels: all
+    monkeypatch.setattr(decode, "decode_rows", lambda data, rows: read.append(int(rows)) or png.decode_rows(data, rows))
 
     def batches(seed):
         return [(i.numpy(), l.numpy()) for i, l in train_dataset(config, batch_size=4, seed=seed).take(2)]
@@ -597,3 +596,21 @@ def test_training_batches_equal_the_whole_image_rescale(tiny_toy_root, tmp_path,
         for (image, label), (old_image, old_label) in zip(expected, batches(seed)):
             np.testing.assert_array_equal(label, old_label)
             np.testing.assert_allclose(image, old_image, rtol=0, atol=1e-4 * 255)
+
+
+def test_freed_buffers_are_kept_unless_the_user_tuned_malloc(monkeypatch):
+    """``machine.keep_freed_buffers`` (called by train_dataset): applied under glibc, never over the user's own malloc
+    settings."""
+    import platform
+
+    from keras_mv2seg.machine import keep_freed_buffers
+
+    for name, value in (("KERAS_MV2SEG_MALLOC", "default"), ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1000000"),
+                        ("MALLOC_TRIM_THRESHOLD_", "1000")):
+        with monkeypatch.context() as patch:
+            patch.setenv(name, value)
+            assert keep_freed_buffers.__wrapped__() is False
+    for name in ("KERAS_MV2SEG_MALLOC", "GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_buffers.__wrapped__() is glibc

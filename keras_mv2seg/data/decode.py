@@ -32,12 +32,29 @@ colour is refused naming the file, the colour and how many pixels carry it.
 
 from __future__ import annotations
 
+import atexit
+import gc
+
 import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
 from keras_mv2seg.data.png import SIGNATURE, decode_rows
 from keras_mv2seg.errors import data_assertion, pipeline_problem
+
+def _release_iterators_before_exit():
+    """Release every tf.data iterator still alive when the interpreter exits, while Python still runs. An iterator
+    destroyed during the interpreter's finalization (a module-level ``it = iter(dataset)``) waits for its
+    in-flight map calls, and a call into Python (``tf.numpy_function``: the PNG decoder, palette masks) can no longer
+    take the GIL then: the process would hang at exit."""
+    from tensorflow.python.data.ops.iterator_ops import OwnedIterator
+
+    for value in gc.get_objects():
+        if isinstance(value, OwnedIterator):
+            value.__dict__.pop("_iterator_resource", None)
+
+
+atexit.register(_release_iterators_before_exit)
 
 LABEL_KINDS = ("train_ids", "label_ids", "ade20k", "voc", "cached", "custom")
 
@@ -130,18 +147,13 @@ class ImageFile:
         return tf.cond(self.is_png, lambda: decode_png_rows(self.data, rows), lambda: self._whole)
 
 
-def decode_png_rows(data, rows=0, channels: int = 3):
-    """uint8 [h, W, ``channels``] of the PNG file ``data``: its top ``h >= rows`` rows (every row when ``rows`` is 0),
-    the same pixels as TensorFlow's PNG decoder gives (``png.decode_rows``: common PNGs decoded there, the others by
+def decode_png_rows(data, rows=0):
+    """RGB uint8 [h, W, 3] of the PNG file ``data``: its top ``h >= rows`` rows (every row when ``rows`` is 0), the
+    same pixels as TensorFlow's decoder gives (``png.decode_rows``: common PNGs decoded there, the others by
     TensorFlow, from their top rows' PNG where it can be made)."""
-    pixels, rest = tf.numpy_function(decode_rows, [data, rows, channels], [tf.uint8, tf.string], stateful=False)
-    pixels = tf.ensure_shape(pixels, [None, None, channels])
-
-    def by_tensorflow():
-        image = tf.io.decode_image(tf.ensure_shape(rest, []), channels=channels, expand_animations=False, dtype=tf.uint8)
-        return tf.ensure_shape(image, [None, None, channels])
-
-    return tf.cond(tf.shape(pixels)[0] > 0, lambda: pixels, by_tensorflow)
+    pixels, rest = tf.numpy_function(decode_rows, [data, rows], [tf.uint8, tf.string], stateful=False)
+    pixels = tf.ensure_shape(pixels, [None, None, 3])
+    return tf.cond(tf.shape(pixels)[0] > 0, lambda: pixels, lambda: _decode_rgb(tf.ensure_shape(rest, [])))
 
 
 def colours_to_classes(rgb, colours, path, source: str):
@@ -206,8 +218,8 @@ def _decode_custom_label(data, path, colour_type, coding):
 
     def gray_or_rgb():
         if not coding.colours:
-            return decode_png_rows(data, channels=1)
-        return tf.cond(tf.equal(colour_type, _RGB), colours, lambda: decode_png_rows(data, channels=1))
+            return tf.io.decode_png(data, channels=1)
+        return tf.cond(tf.equal(colour_type, _RGB), colours, lambda: tf.io.decode_png(data, channels=1))
 
     return tf.cond(tf.equal(colour_type, _PALETTE), palette, gray_or_rgb)
 
@@ -243,7 +255,7 @@ def decode_label(path, kind_id, coding=None):
                                               "resized label?):", path)]):
             return tf.identity(indices)
 
-    return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: decode_png_rows(data, channels=1))
+    return tf.cond(tf.equal(colour_type, _PALETTE), from_palette, lambda: tf.io.decode_png(data, channels=1))
 
 
 def _label_sized(image_size, image_path, label_path, kind_id, reduce_zero_label: bool, coding=None):

@@ -14,10 +14,12 @@ import tensorflow as tf
 from keras_mv2seg.config import Config
 from keras_mv2seg.data import augment
 from keras_mv2seg.data.cache import cache_samples, read_raw
-from keras_mv2seg.data.decode import decode_pair, image_file_and_label, kind_index, map_label  # noqa: F401 - map_label: public here too
+from keras_mv2seg.data.decode import (decode_pair, image_file_and_label, kind_index,  # noqa: F401 - map_label:
+                                      map_label)  # public here too
 from keras_mv2seg.data.layouts import Sample, list_samples
 from keras_mv2seg.data.tfrecord import parse_example, record_files
 from keras_mv2seg.errors import data_assertion
+from keras_mv2seg.machine import keep_freed_buffers
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -103,6 +105,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
     data = config.data
     batch_size = batch_size or config.train.batch_size
     pad = pad_pixel(config)
+    keep_freed_buffers()  # several multi-MB buffers an image: reused rather than fresh pages (machine.py)
 
     def augmented(sample_index, image, label, name):
         label = check_label_values(label, name, config)
@@ -127,7 +130,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
         dataset = dataset.skip(start_sample).enumerate(start_sample)
         dataset = dataset.map(lambda i, element: augmented(i, *parse(element)), num_parallel_calls=AUTOTUNE,
                               deterministic=True)
-        return _one_thread_per_sample(dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+        return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     samples = samples if samples is not None else training_samples(config, data_root)
     coding = _coding(samples)
@@ -146,17 +149,7 @@ def train_dataset(config: Config, data_root=None, *, batch_size: int | None = No
 
     dataset = tf.data.Dataset.range(start_sample, np.iinfo(np.int64).max)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _one_thread_per_sample(dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
-
-
-def _one_thread_per_sample(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Each sample's ops on one thread, the samples in parallel (tf.data's ``max_intra_op_parallelism`` 1): on 2
-    threads 54.1-54.8 images/s against 45.2-48.7 with the ops free to spread over both (``bench_pipeline.py``, a
-    2-core Xeon); a sample's decoding is single-threaded anyway, and splitting its small crop and photometric ops
-    only added hand-offs between the threads."""
-    options = tf.data.Options()
-    options.threading.max_intra_op_parallelism = 1
-    return dataset.with_options(options)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def test_image(image, config: Config):

@@ -141,38 +141,36 @@ def png_prefix(data, rows) -> bytes:
     return _top_rows_png(*parts, rows) or data
 
 
-_DECODED_HERE = {3: (0, 2, 4, 6), 1: (0, 4)}  # per channel count asked for: the colour types decoded here
+_DECODED_HERE = (0, 2, 4, 6)  # the colour types decoded here: 8-bit grey, RGB and their alpha forms
+_NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
-def decode_rows(data, rows=0, channels=3) -> tuple[np.ndarray, bytes]:
-    """The top ``rows`` rows of an image file (all of them when ``rows`` is below 1 or not below the height) as uint8
-    [h, W, ``channels``] (3: RGB, 1: grey), the same pixels as TensorFlow's ``decode_image(..., channels)``, with
-    the bytes left to TensorFlow's decoder: (pixels, b"") for the files decoded here -- 8-bit grayscale, RGB and
-    their alpha forms without a tRNS chunk (grayscale only, for one channel), their rows inflated by ISA-L and stored
-    uncompressed, then decoded by ``imagecodecs``' libpng (SIMD filters, the GIL released) and converted as
-    TensorFlow converts: grey replicated, alpha dropped --; (an empty array, :func:`png_prefix`'s PNG or ``data``
-    itself) for the others."""
-    rows, channels = int(rows), int(channels)
-    nothing = np.zeros((0, 0, channels), np.uint8)
+def decode_rows(data, rows=0) -> tuple[np.ndarray, bytes]:
+    """The top ``rows`` rows of an image file (all of them when ``rows`` is below 1 or not below the height) as RGB
+    uint8 [h, W, 3], the same pixels as TensorFlow's ``decode_image(..., channels=3)``, with the bytes left to
+    TensorFlow's decoder: (pixels, b"") for the files decoded here -- 8-bit grayscale, RGB and their alpha forms
+    without a tRNS chunk, their rows inflated by ISA-L and stored uncompressed, then decoded by ``imagecodecs``'
+    libpng (SIMD filters, the GIL released) and converted as TensorFlow converts: grey replicated, alpha dropped --;
+    (an empty array, :func:`png_prefix`'s PNG or ``data`` itself) for the others."""
+    rows = int(rows)
     parts = _cuttable(data)
     if parts is None:
-        return nothing, data
+        return _NO_PIXELS, data
     header, before, idat = parts
     rows = rows if 0 < rows < header["height"] else header["height"]
-    fast = (imagecodecs is not None and header["bit_depth"] == 8 and header["colour_type"] in _DECODED_HERE[channels]
+    fast = (imagecodecs is not None and header["bit_depth"] == 8 and header["colour_type"] in _DECODED_HERE
             and not any(bytes(chunk[4:8]) == b"tRNS" for chunk in before))
     top = _top_rows_png(header, before, idat, rows) if fast or rows < header["height"] else None
     if top is None:
-        return nothing, data
+        return _NO_PIXELS, data
     if not fast:
-        return nothing, top
+        return _NO_PIXELS, top
     try:
         pixels = imagecodecs.png_decode(top)
     except Exception:  # noqa: BLE001 - a file libpng refuses: TensorFlow's decoder gives its own verdict
-        return nothing, top
+        return _NO_PIXELS, top
     if pixels.ndim == 2:
         pixels = pixels[..., None]
-    if pixels.shape[-1] < 3:  # grey, grey + alpha: the grey (replicated for RGB)
-        pixels = pixels[..., :1]
-        return (np.repeat(pixels, 3, axis=-1) if channels == 3 else np.ascontiguousarray(pixels)), b""
+    if pixels.shape[-1] < 3:  # grey, grey + alpha: the grey replicated
+        return np.repeat(pixels[..., :1], 3, axis=-1), b""
     return np.ascontiguousarray(pixels[..., :3]), b""
