@@ -110,7 +110,7 @@ def worker(root: str, count: int, threads: int, cache: str) -> dict:
         if intra_op_one:
             options.threading.max_intra_op_parallelism = 1
         iterator = iter(dataset.with_options(options))
-        for _ in range(4):  # trace, compile, fill
+        for _ in range(12):  # trace, compile (the crop once per source height it meets: 8 for 1024 rows), fill
             next(iterator)
         start = time.perf_counter()
         for _ in range(max(count // 2, 1)):
