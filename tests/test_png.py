@@ -184,6 +184,12 @@ def test_files_it_cannot_shorten_come_back_unchanged():
         pixels, rest = png.decode_rows(case, 3)
         assert pixels.size == 0 and rest is case, name
     assert png.png_prefix(data, 0) is data
+    # a wrong stream checksum (valid CRCs): every row decoded -> the decoder's verdict; the top rows -> not read
+    body = b"".join(bytes(memoryview(data)[body:end - 4]) for kind, _, body, end in chunks if kind == b"IDAT")
+    wrong_sum = (data[: idat[0][0]] + chunk(b"IDAT", body[:-4] + bytes(b ^ 0xFF for b in body[-4:]))
+                 + chunk(b"IEND", b""))
+    assert png.decode_rows(wrong_sum, 0)[1] is wrong_sum and png.decode_rows(wrong_sum, 64)[1] is wrong_sum
+    assert png.decode_rows(wrong_sum, 3)[0].shape == (3, 80, 3)
     # the inflater's own errors: valid CRCs around a stream that is not deflate data
     bad_stream = data[: idat[0][0]] + chunk(b"IDAT", b"\x78\x01not deflate at all" * 10) + chunk(b"IEND", b"")
     assert png.png_prefix(bad_stream, 3) is bad_stream
