@@ -194,10 +194,11 @@ def _frame(image):
     return tf.shape(image)[0], tf.shape(image)[1]
 
 
-def _rows_read(lower_rows, height):
-    """The source's top rows that the bilinear taps ``lower_rows`` (the upper of each pair) read, rounded up to a
-    multiple of ``_SOURCE_STEP`` (so that ``_bucketed`` has nothing to copy) and at most ``height``."""
-    return tf.minimum((tf.reduce_max(lower_rows) // _SOURCE_STEP + 1) * _SOURCE_STEP, height)
+def _rows_read(bottom_taps, height):
+    """How many of the source's top rows the bilinear taps read, given ``bottom_taps`` (the lower, larger-index row
+    of each pair): rounded up to a multiple of ``_SOURCE_STEP`` (so that ``_bucketed`` has nothing to copy), at most
+    ``height``."""
+    return tf.minimum((tf.reduce_max(bottom_taps) // _SOURCE_STEP + 1) * _SOURCE_STEP, height)
 
 
 def source_rows_read(height, size, top, crop_size):

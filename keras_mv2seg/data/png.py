@@ -38,9 +38,8 @@ try:  # libpng 1.6 with SIMD filters, releasing the GIL: 2.8x faster than Tensor
 except ImportError:  # pragma: no cover - no wheel for this platform: TensorFlow decodes every file
     imagecodecs = None
 
-__all__ = ["decode_rows", "png_prefix", "png_header", "INFLATER"]
+__all__ = ["decode_rows", "png_prefix", "png_header"]
 
-INFLATER = _zlib.__name__
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each IHDR colour type
 _STORED_BLOCK = 65535  # the most bytes a stored deflate block holds
