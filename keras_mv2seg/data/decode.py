@@ -42,6 +42,7 @@ from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
 from keras_mv2seg.data.png import SIGNATURE, decode_rows
 from keras_mv2seg.errors import data_assertion, pipeline_problem
 
+
 def _release_iterators_before_exit():
     """Release every tf.data iterator still alive when the interpreter exits, while Python still runs. An iterator
     destroyed during the interpreter's finalization (a module-level ``it = iter(dataset)``) waits for its
