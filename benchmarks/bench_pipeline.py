@@ -11,9 +11,9 @@ Per round: this project on 1 thread, mmseg on 1 core (``reference/pipeline_stage
 python), this project on 2 threads, this project on 1 thread from the decoded-sample cache (``data.cache_dir``).
 Each side in its own process. Prints the milliseconds per image of each stage on both sides (timed one stage at a
 time on the same samples; this project decodes an image's rows down to the last one its crop window reads; the
-decode of every row, and the whole-image rescale it did before, are timed beside), the images/s of each whole pipeline (tf.data:
-``train_dataset``, batch 2, its private thread pool and intra-op threads set to the thread count), the ratios per
-core, the cache's size and the machine.
+decode of every row, and the whole-image rescale it did before, are timed beside), the images/s of each whole
+pipeline (tf.data: ``train_dataset``, batch 2, its private thread pool and intra-op threads set to the thread
+count), the ratios per core, the cache's size and the machine.
 The images are generated once into ``--root`` (default ``work_dirs/pipeline_city``) and reused.
 """
 
@@ -184,7 +184,8 @@ def main(argv=None) -> int:
         label = {"pad": "pad (mmseg: pack + normalise, pad, batch)", "flip": "flip (ours: in the crop)",
                  "check label": "check label values (mmseg: none)", "rescale + crop": "rescale + crop (ours: + flip)",
                  "decode image": "decode image (ours: the rows the crop reads)"}.get(name, name)
-        beside = {"whole-image decode": "decode image, every row", "whole-image rescale": "whole-image rescale (before)"}
+        beside = {"whole-image decode": "decode image, every row",
+                  "whole-image rescale": "whole-image rescale (before)"}
         print(f"  {label:44s} {mine[name]:13.1f} {other:9.1f}" if name in their_stage
               else f"  {beside[name]:44s} {mine[name]:13.1f}")
     print("\nwhole pipeline, images/s (min .. max over the rounds)")
