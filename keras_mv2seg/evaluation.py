@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.errors import data_errors_named
-from keras_mv2seg.inference import pad_to_crop_logits, slide_logits
+from keras_mv2seg.inference import Inference, Tiling, pad_to_crop_logits, slide_logits
 from keras_mv2seg.ops import resize_bilinear
 
 __all__ = ["ConfusionAccumulator", "compute_metrics", "format_table"]
@@ -111,35 +111,43 @@ def format_table(metrics: dict, class_names) -> str:
 
 
 def evaluate_model(model, dataset, num_classes: int, *, ignore_index: int = 255, align_corners: bool = False,
-                   predict=None, max_images: int | None = None, on_prediction=None) -> dict:
+                   predict=None, tiling: Tiling | None = None, max_images: int | None = None,
+                   on_prediction=None) -> dict:
     """Stream (image, label, name) elements of ``dataset`` through the model and accumulate the metrics.
 
-    The logits are resized to the label's (original) size before the argmax, as the reference does.
-    ``predict(model, image[1, h, w, 3]) -> logits`` replaces the plain whole-image forward (slide or
-    multi-scale inference); ``on_prediction(name, class_map)`` sees every prediction (submission export).
+    The network runs compiled (``inference.Inference``), as ``tiling`` says (default: the whole image, as the
+    reference's whole test), its scores resized to the label's (original) size before the argmax, as the
+    reference does, band by band. ``predict(model, image[1, h, w, 3]) -> logits`` replaces that with an
+    in-memory forward of your own; ``on_prediction(name, class_map)`` sees every prediction (submission export).
     The result adds ``images`` (count) and ``confusion`` (the label x prediction matrix) to the metrics."""
-    predict = predict or (lambda m, x: m(x, training=False))
+    inference = None
+    if predict is None:
+        inference = Inference(model, tiling or Tiling(max_whole_pixels=None, align_corners=align_corners))
     accumulator = ConfusionAccumulator(num_classes, ignore_index)
     with data_errors_named():
         for index, (image, label, name) in enumerate(dataset):
             if max_images is not None and index >= max_images:
                 break
-            logits = predict(model, image[None])
-            logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
-            prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
-            accumulator.update(prediction.numpy(), label.numpy(), name=name.numpy().decode())
+            if inference is not None:
+                prediction = inference.class_map(image.numpy(), size=label.shape[:2])
+            else:
+                logits = predict(model, image[None])
+                logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(label)[:2], align_corners)
+                prediction = tf.argmax(logits[0], axis=-1, output_type=tf.int32).numpy()
+            accumulator.update(prediction, label.numpy(), name=name.numpy().decode())
             if on_prediction is not None:
-                on_prediction(name.numpy().decode(), prediction.numpy())
+                on_prediction(name.numpy().decode(), prediction)
     result = accumulator.result()
     result.update(images=accumulator.images, confusion=accumulator.matrix.copy())
     return result
 
 
 def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
-    """``predict(model, image) -> logits`` of a test mode (default: the config's ``data.test_mode``):
-    ``whole`` (one forward pass on the image resized by the test rule), ``slide`` (``crop`` windows, default
-    the crop size, at ``stride``, default 2/3 of the window) or ``pad`` (the official DeepLab evaluation: the
-    image at its own size padded to the crop size, e.g. 513x513 for PASCAL VOC)."""
+    """``predict(model, image) -> logits`` of a test mode (default: the config's ``data.test_mode``), in memory:
+    ``whole`` (None: the default forward), ``slide`` (``crop`` windows, default the crop size, at ``stride``,
+    default 2/3 of the window) or ``pad`` (the official DeepLab evaluation: the image at its own size padded to
+    the crop size, e.g. 513x513 for PASCAL VOC). :func:`evaluate` takes a ``Tiling`` instead, which bounds
+    memory."""
     mode = mode or config.data.test_mode
     crop = tuple(crop or config.data.crop_size)
     if mode == "slide":
@@ -150,17 +158,20 @@ def test_predictor(config, mode: str | None = None, *, crop=None, stride=None):
     return None
 
 
-def evaluate(model, config, data, *, predict=None, **options) -> dict:
+def evaluate(model, config, data, *, predict=None, tiling: Tiling | None = None, **options) -> dict:
     """Score ``model`` on ``data`` with the config's conventions (test mode, resize alignment, classes, ignore
     index). ``data`` is a dataset of (image float32 [h, w, 3], label int32 [h, w], name) elements: a config's
     split as ``keras_mv2seg.data.evaluation_data(config, "val", data_root)`` (or a trainer's ``DataSource``)
-    makes it, or a user's own ``tf.data`` pipeline. ``options`` go to :func:`evaluate_model`."""
+    makes it, or a user's own ``tf.data`` pipeline. ``tiling`` (default ``Tiling.from_config(config)``: the
+    config's test mode and window) says how the network sees each image; ``options`` go to
+    :func:`evaluate_model`."""
     if isinstance(data, (str, bytes)):
         raise TypeError(f"evaluate() scores a dataset, received the split name {data!r}: pass "
                         f"keras_mv2seg.data.evaluation_data(config, {data!r}, data_root) for the config's split")
     return evaluate_model(model, data, config.model.num_classes,
                           ignore_index=config.data.ignore_index, align_corners=config.model.conventions.align_corners,
-                          predict=predict or test_predictor(config), **options)
+                          predict=predict, tiling=None if predict else tiling or Tiling.from_config(config),
+                          **options)
 
 
 def plot_confusion(matrix: np.ndarray, class_names, path):

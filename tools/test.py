@@ -6,6 +6,7 @@
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -20,8 +21,8 @@ from keras_mv2seg.cli import (  # noqa: E402
 )
 from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, classes_of  # noqa: E402
-from keras_mv2seg.evaluation import evaluate, format_table, plot_confusion, test_predictor  # noqa: E402
-from keras_mv2seg.inference import multi_scale_flip_logits  # noqa: E402
+from keras_mv2seg.evaluation import evaluate, format_table, plot_confusion  # noqa: E402
+from keras_mv2seg.inference import Tiling  # noqa: E402
 from keras_mv2seg.weights import build_for_inference  # noqa: E402
 
 
@@ -41,6 +42,8 @@ def parse_args(argv):
     parser.add_argument("--cityscapes-submission", metavar="DIR",
                         help="also write labelId PNGs in the official leftImg8bit/<split>/<city>/ structure")
     parser.add_argument("--confusion-plot", metavar="PNG", help="save the normalised confusion matrix as a picture")
+    parser.add_argument("--max-whole-megapixels", type=float,
+                        help="whole mode: larger images go through the sliding window (default 4.19: 2048x2048)")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser.parse_args(argv)
@@ -57,19 +60,19 @@ def main(argv=None) -> int:
     model = build_for_inference(config, args.weights)
     if args.mode:
         config = config.replace(test_mode=args.mode)
-    align = config.model.conventions.align_corners
-    predict = test_predictor(config, crop=args.crop, stride=args.stride)
-    if args.aug_test:
-        base = predict
-        predict = lambda m, x: np.log(np.maximum(  # noqa: E731 - probabilities as logits for the shared loop
-            multi_scale_flip_logits(m, x, scale=config.data.base_scale, align_corners=align, predict=base), 1e-12))
+    # the network compiled, run as the test mode says, scores assembled band by band (bounded memory)
+    tiling = Tiling.from_config(config, crop=args.crop, stride=args.stride, max_whole_pixels=(
+        int(args.max_whole_megapixels * 1e6) if args.max_whole_megapixels else None))
+    if args.aug_test:  # the references' aug-test: 0.5..1.75 of the base scale, each also flipped
+        tiling = dataclasses.replace(tiling, scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True,
+                                     base_scale=tuple(config.data.base_scale))
     label_ids = np.asarray(CITYSCAPES_TRAIN_TO_LABEL_ID, np.uint8)
     on_prediction = None
     if args.cityscapes_submission:
         def on_prediction(name, prediction):
             target = Path(args.cityscapes_submission) / name
             write_png(target, label_ids[np.clip(prediction, 0, len(label_ids) - 1)], overwrite=args.overwrite)
-    metrics = evaluate(model, config, evaluation_data(config, args.split, args.data_root), predict=predict,
+    metrics = evaluate(model, config, evaluation_data(config, args.split, args.data_root), tiling=tiling,
                        max_images=args.max_images, on_prediction=on_prediction)
     names = classes_of(config)
     print(format_table(metrics, names))

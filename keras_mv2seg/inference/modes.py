@@ -1,4 +1,7 @@
-"""Inference helpers on top of a segmenter: class maps, and the official DeepLab exported-graph behaviour."""
+"""The in-memory forms of inference: class maps, mmseg's slide and aug-test with every logit in memory, and the
+official DeepLab exported-graph behaviour (pad-to-crop), which the exports trace. Run eagerly, the network goes
+through its compiled forward (``engine.compiled_forward``); traced inside a graph, it is called as it is. For
+images of any size in bounded memory use ``engine.Inference``."""
 
 from __future__ import annotations
 
@@ -7,14 +10,23 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.config import CONVENTIONS
+from keras_mv2seg.inference.engine import compiled_forward
 from keras_mv2seg.ops import rescale_size, resize_bilinear, resize_image
 
 DEEPLAB = CONVENTIONS["deeplab"]  # the official exported graph's conventions: align_corners, pad with 127.5
 
 
+def run_network(model, images) -> tf.Tensor:
+    """Logits of ``model`` in inference mode: the compiled forward when run eagerly, the model itself when
+    traced into a graph (an export)."""
+    if tf.executing_eagerly():
+        return compiled_forward(model).tensor(images)
+    return model(images, training=False)
+
+
 def predict_labels(model: keras.Model, images) -> tf.Tensor:
     """int32 class map [B, H, W] at the input size."""
-    logits = model(tf.cast(images, tf.float32), training=False)
+    logits = run_network(model, tf.cast(images, tf.float32))
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
@@ -50,7 +62,7 @@ def pad_to_crop_logits(model: keras.Model, images, crop_size) -> tf.Tensor:
     pad = tf.constant(DEEPLAB.pad_pixel, tf.float32)  # 127.5: exactly 0 after DeepLab's x * 2/255 - 1
     padded = tf.pad(resized - pad, [[0, 0], [0, crop_h - fit_h], [0, crop_w - fit_w], [0, 0]])
     padded = tf.ensure_shape(padded + pad, [None, crop_h, crop_w, 3])
-    logits = model(padded, training=False)[:, :fit_h, :fit_w, :]
+    logits = run_network(model, padded)[:, :fit_h, :fit_w, :]
     return tf.cond(
         tf.logical_and(tf.equal(fit_h, height), tf.equal(fit_w, width)),
         lambda: logits,
@@ -82,7 +94,7 @@ def slide_logits(model: keras.Model, images, crop_size, stride) -> tf.Tensor:
         for col in range(cols):
             y2, x2 = min(row * stride_h + crop_h, height), min(col * stride_w + crop_w, width)
             y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
-            logits = model(images[:, y1:y2, x1:x2], training=False)
+            logits = run_network(model, images[:, y1:y2, x1:x2])
             padded = tf.pad(logits, [[0, 0], [y1, height - y2], [x1, width - x2], [0, 0]])
             total = padded if total is None else total + padded
             count[y1:y2, x1:x2] += 1
@@ -95,7 +107,7 @@ def multi_scale_flip_logits(model: keras.Model, images, *, scale, ratios=(0.5, 0
     (and run flipped, the logits flipped back), the logits resized to the input size and softmaxed; the
     probabilities are averaged. Returns averaged probabilities [1, H, W, C] (argmax gives the prediction).
     ``predict(model, images) -> logits`` replaces the whole-image forward (e.g. slide inference)."""
-    predict = predict or (lambda m, x: m(x, training=False))
+    predict = predict or run_network
     images = tf.convert_to_tensor(images, tf.float32)
     size = tf.shape(images)[1:3]
     total, runs = None, 0
