@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_mv2seg import build_segmenter
 from keras_mv2seg.config import ModelConfig
-from keras_mv2seg.inference import multi_scale_flip_logits, predict_labels, slide_logits
+from keras_mv2seg.inference import CompiledForward, multi_scale_flip_logits, predict_labels, slide_logits
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +28,22 @@ def test_slide_equals_whole_when_one_window_covers_the_image(model, image):
     np.testing.assert_allclose(slide_logits(model, image, (61, 90), (10, 10)), whole, atol=1e-6)
 
 
+class CountingForward(CompiledForward):
+    """A stand-in network: logits of ones, every call's window size recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def tensor(self, images):
+        self.calls.append(tuple(images.shape[1:3]))
+        return tf.ones((images.shape[0], images.shape[1], images.shape[2], 2))
+
+
 def test_slide_windows_cover_and_average():
-    calls = []
-
-    def fake(x, training=False):
-        calls.append(tuple(x.shape[1:3]))
-        return tf.ones((1, x.shape[1], x.shape[2], 2))
-
+    fake = CountingForward()
     out = slide_logits(fake, np.zeros((1, 50, 70, 3), "float32"), (32, 32), (20, 20))
     assert out.shape == (1, 50, 70, 2) and np.allclose(out, 1.0)  # every pixel averaged over its windows
-    assert len(calls) == 2 * 3 and set(calls) == {(32, 32)}
+    assert len(fake.calls) == 2 * 3 and set(fake.calls) == {(32, 32)}
 
 
 def test_flip_test_inverts_the_flip():

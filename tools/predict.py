@@ -62,7 +62,7 @@ def expand_inputs(items) -> list[Path]:
         else:
             found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in MEDIA_SUFFIXES)
         if not found:
-            raise UsageError(f"{item}: no image or video file, folder with images or videos, or glob match")
+            raise UsageError(f"{item}: no image file, video file, folder with images or videos, or glob match")
         paths.extend(found)
     unique = list(dict.fromkeys(path.resolve() for path in paths))
     if len(unique) < len(paths):
@@ -132,7 +132,8 @@ def _output_arguments(parser):
     parser.add_argument("--max-whole-megapixels", type=float,
                         help="larger images go through the sliding window instead of whole (default 4.19: 2048x2048)")
     parser.add_argument("--max-megapixels", type=float,
-                        help="refuse images larger than this before decoding (default 150, or $KERAS_MV2SEG_MAX_PIXELS)")
+                        help="refuse images larger than this before decoding (default 150, or "
+                             "$KERAS_MV2SEG_MAX_PIXELS)")
     parser.add_argument("--batch", type=int, default=4, help="video frames (or windows) per network call")
     parser.add_argument("--save-labels", action="store_true", help="videos: also a class-id PNG per frame")
     parser.add_argument("--camera", metavar="INDEX", help="segment a camera (an index such as 0, or a device path)")
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
     todo = _inputs_to_write(inputs, stems, out, args)
     legend = refuse_existing(out / LEGEND, args.overwrite or args.skip_existing, how="--overwrite (or --skip-existing)")
     segmenter = segmenter_of(args)
-    failed = []
+    failed, damaged = [], []
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         images = [path for path in todo if not is_video(path)]
         position = {path: index for index, path in enumerate(images)}
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
             targets = {kind: output_path(out, stems[path], kind) for kind in output_kinds(path, args)}
             if is_video(path):
                 if not _video(segmenter, path, targets, args):
-                    failed.append(path)
+                    damaged.append(path)
                 continue
             read_ahead(position[path] + 1)
             try:
@@ -218,13 +219,17 @@ def main(argv=None) -> int:
                   f"{time.perf_counter() - started:.2f} s; classes {names})")
     out.mkdir(parents=True, exist_ok=True)
     plot_legend(segmenter.classes, segmenter.palette, legend)
-    print(f"{len(todo) - len(failed)} input(s) segmented into {out}"
+    videos = sum(is_video(path) for path in todo)
+    print(f"{len(todo) - videos - len(failed)} image(s)" + (f" and {videos - len(damaged)} video(s)" if videos else "")
+          + f" segmented into {out}"
           + (f", {len(inputs) - len(todo)} skipped with their outputs already there" if args.skip_existing else ""))
     if failed:
-        print(f"error: {len(failed)} of {len(todo)} input(s) could not be read whole and have no complete output: "
+        print(f"error: {len(failed)} of {len(todo)} image(s) could not be read and have no output: "
               + ", ".join(str(path) for path in failed), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    if damaged:
+        print(f"error: {len(damaged)} video(s) could not be read to the end; the frames before the damage are "
+              "written: " + ", ".join(str(path) for path in damaged), file=sys.stderr)
+    return EXIT_BAD_INPUT if failed or damaged else 0
 
 
 def _video(segmenter, path, targets, args, camera=False) -> bool:

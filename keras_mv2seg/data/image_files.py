@@ -44,7 +44,7 @@ def max_pixels_setting(value: int | None = None) -> int:
 
 def _png(data, path):
     if len(data) < 24 or data[12:16] != b"IHDR":
-        raise ValueError(f"{path}: PNG without its IHDR header (truncated or corrupt)")
+        raise ValueError(f"{path}: not a decodable image (a PNG without its IHDR header: truncated or corrupt)")
     width, height = struct.unpack(">II", data[16:24])
     return height, width
 
@@ -55,10 +55,10 @@ def _jpeg(data, path, handle):
         while len(data) < position + 9:
             more = handle.read(_HEAD_BYTES)
             if not more:
-                raise ValueError(f"{path}: JPEG without a frame header (truncated or corrupt)")
+                raise ValueError(f"{path}: not a decodable image (a JPEG without a frame header: truncated or corrupt)")
             data += more
         if data[position] != 0xFF:
-            raise ValueError(f"{path}: corrupt JPEG marker at byte {position}")
+            raise ValueError(f"{path}: not a decodable image (a JPEG with a corrupt marker at byte {position})")
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
@@ -71,13 +71,13 @@ def _jpeg(data, path, handle):
             height, width = struct.unpack(">HH", data[position + 5:position + 9])
             return height, width
         if marker == 0xDA or length < 2:
-            raise ValueError(f"{path}: JPEG without a frame header before its scan (corrupt)")
+            raise ValueError(f"{path}: not a decodable image (a JPEG without a frame header before its scan)")
         position += 2 + length
 
 
 def _bmp(data, path):
     if len(data) < 26:
-        raise ValueError(f"{path}: BMP header truncated")
+        raise ValueError(f"{path}: not a decodable image (a BMP with its header cut off)")
     header_size = struct.unpack("<I", data[14:18])[0]
     if header_size == 12:
         width, height = struct.unpack("<HH", data[18:22])
@@ -88,7 +88,7 @@ def _bmp(data, path):
 
 def _gif(data, path):
     if len(data) < 10:
-        raise ValueError(f"{path}: GIF header truncated")
+        raise ValueError(f"{path}: not a decodable image (a GIF with its header cut off)")
     width, height = struct.unpack("<HH", data[6:10])
     return height, width
 
@@ -100,7 +100,7 @@ def _tiff(data, path, handle):
     count_format, entry_format, entry_size = (("Q", "HHQ8s", 20) if big else ("H", "HHI4s", 12))
     count_bytes = handle.read(struct.calcsize(count_format))
     if len(count_bytes) < struct.calcsize(count_format):
-        raise ValueError(f"{path}: TIFF directory truncated")
+        raise ValueError(f"{path}: not a decodable image (a TIFF with its directory cut off)")
     count = struct.unpack(order + count_format, count_bytes)[0]
     entries = handle.read(entry_size * min(count, 4096))
     size = {}
@@ -109,10 +109,11 @@ def _tiff(data, path, handle):
         if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG (or LONG8)
             code = {3: "H", 4: "I", 16: "Q"}.get(kind)
             if code is None:
-                raise ValueError(f"{path}: TIFF size tag {tag} of unexpected type {kind}")
+                raise ValueError(f"{path}: not a decodable image (a TIFF whose size tag {tag} has the unexpected "
+                                 f"type {kind})")
             size[tag] = struct.unpack(order + code, value[:struct.calcsize(code)])[0]
     if 256 not in size or 257 not in size:
-        raise ValueError(f"{path}: TIFF without its image size tags (corrupt)")
+        raise ValueError(f"{path}: not a decodable image (a TIFF without its image size tags)")
     return size[257], size[256]
 
 
@@ -128,7 +129,7 @@ def _webp(data, path):
     if chunk == b"VP8 " and len(data) >= 30:
         width, height = struct.unpack("<HH", data[26:30])
         return height & 0x3FFF, width & 0x3FFF
-    raise ValueError(f"{path}: WebP header truncated or of an unknown kind")
+    raise ValueError(f"{path}: not a decodable image (a WebP with its header cut off or of an unknown kind)")
 
 
 def image_header(path) -> tuple[str, int, int]:
@@ -152,8 +153,9 @@ def image_header(path) -> tuple[str, int, int]:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return ("webp", *_webp(data, path))
     if not data:
-        raise ValueError(f"{path}: empty file, not an image")
-    raise ValueError(f"{path}: not a PNG, JPEG, BMP, GIF, TIFF or WebP image (unknown format or corrupt)")
+        raise ValueError(f"{path}: not a decodable image (an empty file)")
+    raise ValueError(f"{path}: not a decodable image (not PNG, JPEG, BMP, GIF, TIFF or WebP: an unknown format "
+                     "or corrupt)")
 
 
 def check_image_size(path, max_pixels: int | None = None) -> tuple[str, int, int]:
@@ -161,7 +163,7 @@ def check_image_size(path, max_pixels: int | None = None) -> tuple[str, int, int
     kind, height, width = image_header(path)
     budget = max_pixels_setting(max_pixels)
     if height < 1 or width < 1:
-        raise ValueError(f"{path}: its header states an empty image ({width}x{height})")
+        raise ValueError(f"{path}: not a decodable image (its header states an empty {width}x{height} image)")
     if height * width > budget:
         raise ImageTooLarge(
             f"{path}: {width}x{height} pixels ({height * width / 1e6:.1f} megapixels, {3 * height * width / 2**30:.2f} "
@@ -205,7 +207,8 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(f"{path}: not a decodable image ({error.message.splitlines()[0]})") from None
     except Exception as error:  # imagecodecs' own errors, a format feature it lacks
-        raise ValueError(f"{path}: not a decodable {kind.upper()} image ({error})") from None
+        raise ValueError(f"{path}: not a decodable image ({kind.upper()}: {error})") from None
     if image.shape[:2] != (height, width):
-        raise ValueError(f"{path}: decoded to {image.shape[1]}x{image.shape[0]}, its header says {width}x{height}")
+        raise ValueError(f"{path}: not a decodable image (decoded to {image.shape[1]}x{image.shape[0]}, its header "
+                         f"says {width}x{height})")
     return image
