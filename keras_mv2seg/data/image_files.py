@@ -173,8 +173,8 @@ def check_image_size(path, max_pixels: int | None = None) -> tuple[str, int, int
 
 
 def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint16:  # as TensorFlow scales 16-bit samples to 8 bits
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if pixels.dtype == np.uint16:  # as TensorFlow scales 16-bit samples to 8 bits: the high byte
+        pixels = (pixels >> 8).astype(np.uint8)
     elif pixels.dtype != np.uint8:
         raise ValueError(f"{pixels.dtype} samples")
     if pixels.ndim == 2:
