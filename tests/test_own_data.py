@@ -128,6 +128,8 @@ def test_split_folders_under_images_with_palette_masks_of_their_own_palette(tmp_
     labels = pipeline_labels(tmp_path)
     for index, expected in enumerate(expected_ids(pairs)):
         np.testing.assert_array_equal(labels[f"images/val/{index}.png"], expected)
+    checked, problems = check_dataset("custom", tmp_path, ["val"])  # the eager path check_data and train take
+    assert problems == [], problems
 
 
 def test_flat_folders_with_split_files_and_grayscale_masks(tmp_path):

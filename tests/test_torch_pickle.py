@@ -48,6 +48,31 @@ def test_view_reading_past_its_storage_is_an_error(tmp_path):
         load_state_dict(tmp_path / "t.pth")
 
 
+@pytest.mark.parametrize("offset, shape, stride, message", [
+    (3, (4,), (-1,), "must be non-negative"),              # read 176 heap bytes before the buffer
+    (0, (4,), (-1000000,), "must be non-negative"),        # segfaulted the converter
+    (-2, (2,), (1,), "must be non-negative"),
+    (0, (1 << 14, 1 << 15), (0, 0), "more than its storage's 4"),  # 4 bytes made 2 GiB
+    (0, (2, 2), (1,), "one stride per dimension"),
+])
+def test_crafted_strides_are_refused_before_any_read(tmp_path, offset, shape, stride, message):
+    save_pth(tmp_path / "t.pth", {"t": Strided(np.zeros(4, "float32"), offset, shape, stride)})
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        load_state_dict(tmp_path / "t.pth")
+
+
+def test_a_pickled_array_cannot_make_python_allocate_any_size(tmp_path):
+    class Huge:
+        def __reduce__(self):
+            return np.ndarray, ((1 << 20, 1 << 20),)  # 8 TiB of float64 if called
+
+    path = tmp_path / "huge.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"state_dict": {}, "meta": Huge()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=r"shape \(1048576, 1048576\) .* is refused"):
+        load_torch_file(path)
+
+
 @pytest.mark.parametrize("container", ["legacy", "zip"])
 def test_pickle_that_would_run_a_command_is_refused(tmp_path, container):
     marker = tmp_path / "pwned"

@@ -179,8 +179,10 @@ def colours_to_classes(rgb, colours, path, source: str):
 
 
 def _palette_indices(path) -> np.ndarray:
-    from PIL import Image  # a dependency through matplotlib; only palette masks of custom datasets need it
+    from PIL import Image  # only palette masks of custom datasets need it
 
+    if isinstance(path, np.ndarray):  # run eagerly (read_label), tf.numpy_function passes a 0-d array of bytes
+        path = path.item()
     with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
         return np.asarray(image, np.uint8)[..., None]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import io
+import operator
 import os
 import pickle
 import struct
@@ -86,22 +87,39 @@ class _DeferredTensor:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    """``torch._utils._rebuild_tensor_v2`` for NumPy: a strided view copied to a contiguous array."""
+    """``torch._utils._rebuild_tensor_v2`` for NumPy: a strided view copied to a contiguous array. The view must
+    lie inside its storage: sizes, strides and the offset non-negative integers, the last element read inside the
+    storage, and no more elements than the storage holds (a stride of 0 would turn a few bytes into gigabytes:
+    PyTorch writes expanded tensors so, checkpoints never hold them)."""
     if isinstance(storage, _DeferredStorage):
         return _DeferredTensor(storage, (storage_offset, size, stride))
-    size = tuple(int(s) for s in size)
+    try:
+        size = tuple(operator.index(s) for s in size)
+        stride = tuple(operator.index(s) for s in stride)
+        storage_offset = operator.index(storage_offset)
+    except TypeError:
+        raise pickle.UnpicklingError(f"tensor with a non-integer size {size!r}, stride {stride!r} or offset "
+                                     f"{storage_offset!r}") from None
+    if len(stride) != len(size) or min((*size, *stride, storage_offset), default=0) < 0:
+        raise pickle.UnpicklingError(f"tensor of size {size} with stride {stride} at offset {storage_offset}: "
+                                     "sizes, strides and offsets must be non-negative, one stride per dimension")
     if not size:
+        if storage_offset >= storage.size:
+            raise pickle.UnpicklingError(f"scalar tensor at offset {storage_offset} reads past its storage of "
+                                         f"{storage.size} elements")
         return np.array(storage[storage_offset], dtype=storage.dtype)
     if any(s == 0 for s in size):
         return np.zeros(size, dtype=storage.dtype)
+    elements = int(np.prod(size, dtype=object))
     needed = storage_offset + 1 + sum((s - 1) * st for s, st in zip(size, stride))
-    if needed > storage.size:
+    if needed > storage.size or elements > storage.size:
         raise pickle.UnpicklingError(
-            f"tensor of size {size} with stride {tuple(stride)} at offset {storage_offset} reads past "
-            f"its storage of {storage.size} elements"
+            f"tensor of size {size} with stride {stride} at offset {storage_offset} "
+            + (f"reads past its storage of {storage.size} elements" if needed > storage.size else
+               f"has {elements} elements, more than its storage's {storage.size} (a stride of 0 repeats elements)")
         )
     view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:], shape=size, strides=tuple(int(st) * storage.itemsize for st in stride),
+        storage[storage_offset:], shape=size, strides=tuple(st * storage.itemsize for st in stride),
         writeable=False,
     )
     return np.ascontiguousarray(view)
@@ -111,9 +129,27 @@ def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *unused):
     return data
 
 
+_MAX_PICKLED_ARRAY_BYTES = 64 << 20  # NumPy arrays in a checkpoint's metadata are small; their data follows
+
+
+def _bounded_ndarray(shape=(0,), dtype=float, *args, **kwargs):
+    """``np.ndarray(shape, dtype)`` as a pickle may call it, refused past 64 MiB: the call allocates the array
+    whatever the file holds."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    try:
+        count = int(np.prod([operator.index(v) for v in shape], dtype=object))
+        nbytes = count * np.dtype(dtype).itemsize
+    except TypeError:
+        raise pickle.UnpicklingError(f"pickled NumPy array of shape {shape!r} and dtype {dtype!r}") from None
+    if min(shape, default=0) < 0 or nbytes > _MAX_PICKLED_ARRAY_BYTES:
+        raise pickle.UnpicklingError(f"pickled NumPy array of shape {shape} ({nbytes} bytes) is refused: the file "
+                                     f"would make Python allocate it (at most {_MAX_PICKLED_ARRAY_BYTES} bytes)")
+    return np.ndarray.__new__(np.ndarray, shape, dtype, *args, **kwargs)
+
+
 def _reconstruct_ndarray(*args):
     # numpy.core.multiarray._reconstruct(ndarray, (0,), b'b'): an empty array whose state follows.
-    return np.ndarray.__new__(np.ndarray, *args[1:]) if len(args) > 1 else np.ndarray((0,))
+    return _bounded_ndarray(*args[1:]) if len(args) > 1 else np.ndarray((0,))
 
 
 _ALLOWED_GLOBALS = {
@@ -124,7 +160,7 @@ _ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_ndarray,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct_ndarray,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _bounded_ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): lambda text, encoding="latin1": text.encode(encoding),
     **{("torch", name): storage for name, storage in _STORAGE_TYPES.items()},
@@ -239,8 +275,19 @@ def _resolve_deferred(obj, storages):
 
 
 def load_torch_file(path: str | os.PathLike) -> object:
-    """Unpickle a ``.pth`` file (zip or legacy) safely; tensors come back as NumPy arrays."""
-    path = os.fspath(path)
+    """Unpickle a ``.pth`` file (zip or legacy) safely; tensors come back as NumPy arrays. A tensor or array
+    record that would read outside its storage or allocate more than the file holds is refused
+    (:class:`UnsafeCheckpointError` naming the file)."""
+    try:
+        return _load_torch_file(os.fspath(path))
+    except UnsafeCheckpointError:
+        raise
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(f"{os.fspath(path)}: {error}; the file was refused, nothing was read from it "
+                                    "(a damaged or crafted checkpoint)") from None
+
+
+def _load_torch_file(path: str) -> object:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if zipfile.is_zipfile(path):

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Memory and time of ``tools/predict.py`` on large images: peak resident memory and seconds per megapixel.
+
+For each size, an image file is generated (a smooth picture with noise: JPEG up to 48 megapixels, PNG above, as
+cameras and stitchers write them) and ``tools/predict.py CONFIG WEIGHTS FILE`` runs on it in a process of its own
+(decode, compiled network, class map and overlay written band by band); the process's peak RSS
+(``ru_maxrss``) and wall time are printed with the machine. The weights are the config's initial ones (memory and
+speed do not depend on their values). Also, with ``--eager``, the pre-engine behaviour for the first size: the
+model called eagerly on the whole image.
+
+    python benchmarks/bench_predict.py [--config deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes]
+        [--sizes 1024x2048 4000x3000 6000x8000 10000x10000] [--scores] [--eager]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_CHILD = r"""
+import json, resource, sys, time
+mode, config_name, weights, image, out = sys.argv[1:6]
+extra = sys.argv[6:]
+started = time.perf_counter()
+if mode == "tool":
+    sys.argv = ["predict.py", config_name, weights, image, "--out-dir", out, "--overwrite", *extra]
+    import runpy
+    try:
+        runpy.run_path(TOOL, run_name="__main__")
+    except SystemExit as exit_:
+        if exit_.code:
+            raise
+else:  # the model called eagerly on the whole image, as inference did before the engine
+    import numpy as np, keras_mv2seg
+    from keras_mv2seg.data.image_files import read_image
+    model = keras_mv2seg.build_for_inference(keras_mv2seg.get_config(config_name), weights)
+    pixels = read_image(image)[None].astype(np.float32)
+    labels = np.argmax(model(pixels, training=False).numpy(), axis=-1)
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - started,
+                              "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def make_image(path: Path, height: int, width: int):
+    """A smooth picture with noise, written band by band (the parent never holds it whole either)."""
+    import numpy as np
+
+    from keras_mv2seg.predictor.outputs import PngRows
+
+    rng = np.random.default_rng(0)
+    if path.suffix == ".png":
+        with PngRows(path, height, width, 3) as png:
+            for start in range(0, height, 512):
+                rows = np.arange(start, min(start + 512, height))[:, None, None]
+                columns = np.arange(width)[None, :, None]
+                band = (127 + 60 * np.sin(rows / 300 + np.arange(3)) + 60 * np.cos(columns / 450)
+                        + rng.normal(0, 8, (len(rows), width, 3)))
+                png.write(np.clip(band, 0, 255).astype(np.uint8))
+        return
+    import tensorflow as tf
+
+    rows = np.arange(height)[:, None, None]
+    columns = np.arange(width)[None, :, None]
+    image = np.clip(127 + 60 * np.sin(rows / 300 + np.arange(3)) + 60 * np.cos(columns / 450)
+                    + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+    path.write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
+
+
+def run_child(mode, config, weights, image, out, extra):
+    code = _CHILD.replace("TOOL", repr(str(ROOT / "tools" / "predict.py")))
+    done = subprocess.run([sys.executable, "-c", code, mode, config, str(weights), str(image), str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+    line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if done.returncode or line is None:
+        return {"error": (done.stderr.strip().splitlines() or ["killed"])[-1], "status": done.returncode}
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes")
+    parser.add_argument("--sizes", nargs="+", default=["1024x2048", "4000x3000", "6000x8000", "10000x10000"])
+    parser.add_argument("--scores", action="store_true", help="also write the float16 probabilities")
+    parser.add_argument("--eager", action="store_true", help="also the model called eagerly on the first size")
+    args = parser.parse_args(argv)
+
+    import keras_mv2seg
+    from keras_mv2seg.machine import describe_machine
+
+    print(f"machine: {describe_machine()}")
+    print(f"command: python benchmarks/bench_predict.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        config = keras_mv2seg.get_config(args.config)
+        weights = folder / "init.weights.h5"
+        keras_mv2seg.save_weights(keras_mv2seg.build_segmenter(config), weights, config)
+        print(f"config {args.config}: test mode {config.data.test_mode}, window {config.data.crop_size}")
+        print(f"{'size':>12s} {'megapixels':>10s} {'file':>5s} {'seconds':>8s} {'s/MP':>6s} {'peak RSS GiB':>12s}")
+        rows = []
+        for size in args.sizes:
+            height, width = (int(v) for v in size.split("x"))
+            image = folder / f"image_{size}.{'jpg' if height * width <= 48_000_000 else 'png'}"
+            make_image(image, height, width)
+            started = time.perf_counter()
+            result = run_child("tool", args.config, weights, image, folder / "out", ["--scores"] if args.scores else [])
+            megapixels = height * width / 1e6
+            if "error" in result:
+                print(f"{size:>12s} {megapixels:10.1f} {image.suffix[1:]:>5s} failed (status {result['status']}): "
+                      f"{result['error']} after {time.perf_counter() - started:.0f} s")
+                continue
+            rows.append((size, result))
+            print(f"{size:>12s} {megapixels:10.1f} {image.suffix[1:]:>5s} {result['seconds']:8.1f} "
+                  f"{result['seconds'] / megapixels:6.2f} {result['peak_gib']:12.2f}", flush=True)
+            image.unlink()
+            if args.eager and size == args.sizes[0]:
+                make_image(image, height, width)
+                eager = run_child("eager", args.config, weights, image, folder / "out", [])
+                print(f"{'(eager)':>12s} {megapixels:10.1f} {image.suffix[1:]:>5s} "
+                      + (f"{eager['seconds']:8.1f} {eager['seconds'] / megapixels:6.2f} {eager['peak_gib']:12.2f}"
+                         if "error" not in eager else f"failed: {eager['error']}"), flush=True)
+                image.unlink()
+        if rows:
+            base = rows[0][1]["peak_gib"]
+            print("peak RSS relative to the first size: "
+                  + ", ".join(f"{size} {result['peak_gib'] / base:.2f}x" for size, result in rows))
+
+
+if __name__ == "__main__":
+    main()
