@@ -24,7 +24,7 @@ def data_assertion(ok, *parts):
     return tf.debugging.Assert(ok, list(parts))
 
 
-_ASSERTION = re.compile(r"assertion failed: ((?:\[[^\]]*\] ?)+)")
+_ASSERTION = re.compile(r"assertion failed: (\[.*\])")  # "[part] [part] ...", parts may hold brackets
 
 
 def pipeline_problem(error: Exception) -> str | None:
@@ -39,7 +39,7 @@ def pipeline_problem(error: Exception) -> str | None:
         match = next(filter(None, map(_ASSERTION.search, error.message.splitlines())), None)
         if match is None:
             return None
-        parts = [part.strip() for part in re.findall(r"\[([^\]]*)\]", match.group(1))]
+        parts = [part.strip() for part in match.group(1)[1:-1].split("] [")]  # a name may hold "[" or "]"
     return re.sub(r"\.\. (\d)", r"..\1", " ".join(parts)).replace("( ", "(").replace(" )", ")")
 
 

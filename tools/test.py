@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from keras_mv2seg.cli import (  # noqa: E402
     add_config_arguments, config_from_args, run_main, write_png, UsageError,
 )
-from keras_mv2seg.data.sources import evaluation_data  # noqa: E402
+from keras_mv2seg.data.sources import DataSource  # noqa: E402
 from keras_mv2seg.datasets_meta import CITYSCAPES_TRAIN_TO_LABEL_ID, classes_of  # noqa: E402
 from keras_mv2seg.evaluation import evaluate, format_table, plot_confusion  # noqa: E402
 from keras_mv2seg.inference import Tiling  # noqa: E402
@@ -72,8 +72,10 @@ def main(argv=None) -> int:
         def on_prediction(name, prediction):
             target = Path(args.cityscapes_submission) / name
             write_png(target, label_ids[np.clip(prediction, 0, len(label_ids) - 1)], overwrite=args.overwrite)
-    metrics = evaluate(model, config, evaluation_data(config, args.split, args.data_root), tiling=tiling,
-                       max_images=args.max_images, on_prediction=on_prediction)
+    source = DataSource(config, args.data_root)
+    with source.decode_errors_named(args.split):
+        metrics = evaluate(model, config, source.evaluation(args.split), tiling=tiling, max_images=args.max_images,
+                           on_prediction=on_prediction)
     names = classes_of(config)
     print(format_table(metrics, names))
     print(f"{metrics['images']} images, mode {'aug-test + ' if args.aug_test else ''}"

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
+from keras_mv2seg.data.image_files import MAX_PIXELS_VARIABLE, check_image_size, max_pixels_setting
 from keras_mv2seg.data.png import SIGNATURE, decode_rows
 from keras_mv2seg.errors import data_assertion, pipeline_problem
 
@@ -109,6 +110,23 @@ def checked_image_bytes(path, data):
         return tf.identity(data)
 
 
+def within_pixel_budget(data, path, is_png, width_height):
+    """``data`` after asserting that the size its header states (a PNG's IHDR, a JPEG's frame header) is within
+    the pixel budget (``image_files.max_pixels_setting``): a file declaring 50000x50000 pixels is refused by name
+    before anything is allocated for its pixels."""
+    budget = max_pixels_setting()
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+    declared = tf.cond(is_png, lambda: tf.reverse(width_height, [0]),
+                       lambda: tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(data)[:2],
+                                       lambda: tf.zeros([2], tf.int32)))
+    pixels = tf.reduce_prod(tf.cast(declared, tf.int64))
+    check = data_assertion(pixels <= budget, "image states", declared[1], "x", declared[0],
+                           "pixels, over the budget of", tf.constant(budget, tf.int64),
+                           f"pixels ({MAX_PIXELS_VARIABLE} raises it):", path)
+    with tf.control_dependencies([check]):
+        return tf.identity(data)
+
+
 def _decode_rgb(data):
     """The decoder of every image file: RGB uint8 [H, W, 3], grayscale replicated, alpha dropped, 16-bit scaled to
     8 bits."""
@@ -137,6 +155,7 @@ class ImageFile:
         width_height = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.int32, little_endian=False)
         self.is_png = tf.logical_and(tf.equal(tf.strings.substr(head, 0, 16), SIGNATURE + b"\0\0\0\x0dIHDR"),
                                      tf.reduce_all(width_height > 0))
+        self.data = within_pixel_budget(self.data, path, self.is_png, width_height)
         self._whole = tf.cond(self.is_png, lambda: tf.zeros([0, 0, 3], tf.uint8), lambda: _decode_rgb(self.data))
         self.frame = tf.cond(self.is_png, lambda: tf.reverse(width_height, [0]), lambda: tf.shape(self._whole)[:2])
 
@@ -232,6 +251,9 @@ def decode_label(path, kind_id, coding=None):
     ``coding``: the description of a custom dataset, whose masks are decoded by its rules)."""
     data = tf.io.read_file(path)
     header = tf.strings.join([tf.strings.substr(data, 0, 26), b"\0" * 26])  # short files: no substr error
+    is_png = tf.equal(tf.strings.substr(header, 0, 16), SIGNATURE + b"\0\0\0\x0dIHDR")
+    data = within_pixel_budget(data, path, is_png, tf.io.decode_raw(tf.strings.substr(header, 16, 8), tf.int32,
+                                                                    little_endian=False))
     png8 = tf.logical_and(tf.equal(tf.strings.substr(header, 0, 4), b"\x89PNG"),
                           tf.equal(tf.strings.substr(header, 24, 1), b"\x08"))  # IHDR bit depth
     colour_type = tf.io.decode_raw(tf.strings.substr(header, 25, 1), tf.uint8)[0]
@@ -321,7 +343,9 @@ def _eager(function, *args):
 
 
 def read_image(path) -> np.ndarray:
-    """uint8 RGB [H, W, 3]; ValueError '<path>: image does not decode (...)'."""
+    """uint8 RGB [H, W, 3]; ValueError '<path>: image does not decode (...)', or naming its size when its
+    header states more pixels than the budget."""
+    check_image_size(path)
     try:
         return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
     except tf.errors.OpError as error:

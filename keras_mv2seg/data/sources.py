@@ -14,6 +14,7 @@ same data wherever it is evaluated.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import tensorflow as tf
@@ -97,8 +98,21 @@ class DataSource:
             self.root = resolve_data_root(self.config, self._given)
         return {"data_root": self.root}
 
-    def undecodable_files(self, split: str = "train") -> str:
+    def undecodable_files(self, split="train") -> str:
         return undecodable_files(self.config, self.root or self._given, split)
+
+    @contextlib.contextmanager
+    def decode_errors_named(self, *splits: str):
+        """Turn a decode error that TensorFlow's decoders raise without a file name, while ``splits`` are read
+        (training reads train and val, evaluation its split), into a ValueError naming the culprit."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as error:
+            if not any(word in error.message for word in ("PNG", "JPEG", "GIF", "BMP", "decode", "Decode")):
+                raise
+            first = error.message.strip().splitlines()[0]
+            raise ValueError(f"an image or label of the {' or '.join(splits)} split could not be decoded ({first}); "
+                             f"{self.undecodable_files(splits)}") from error
 
 
 def training_data(config: Config, data_root=None, *, batch_size: int | None = None, seed: int = 0,
@@ -129,13 +143,15 @@ def sample_images(config: Config, split: str, data_root=None, count: int = 8, si
     return images
 
 
-def undecodable_files(config: Config, data_root, split: str = "train") -> str:
-    """Name the files behind a decode error that TensorFlow's decoders report without a file name: the split
-    of a dataset layout is checked file by file (only after such an error)."""
-    if source_kind(config, split) != "layout" or not (data_root or config.data.data_root):
-        return f"the {source_kind(config, split)} data of {config.name!r} hold a corrupt image or label"
+def undecodable_files(config: Config, data_root, split="train") -> str:
+    """Name the files behind a decode error that TensorFlow's decoders report without a file name: the split (or
+    splits, a tuple) of a dataset layout is checked file by file (only after such an error)."""
+    splits = [split] if isinstance(split, str) else list(split)
+    kinds = {source_kind(config, name) for name in splits}
+    if kinds != {"layout"} or not (data_root or config.data.data_root):
+        return f"the {'/'.join(sorted(kinds))} data of {config.name!r} hold a corrupt image or label"
     root = data_root or config.data.data_root
-    _, problems = check_dataset(config.data.dataset, root, splits=[split])
+    _, problems = check_dataset(config.data.dataset, root, splits=splits)
     if not problems:
         return f"tools/check_data.py --dataset {config.data.dataset} {root} finds no problem now (was a file replaced?)"
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

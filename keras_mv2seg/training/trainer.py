@@ -288,17 +288,10 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         # micro-batches of one update in a row: the samples of iteration i are those of the unaccumulated run
         dataset = run.source.training(batch_size=run.micro_batch, seed=seed, start_sample=start * run.global_batch)
         dataset = dataset.map(with_targets(run.model))
-        try:
-            with data_errors_named():
-                fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk,
-                    initial_epoch=start // chunk, steps_per_epoch=chunk * run.micro_steps,
-                    callbacks=[monitor, *callbacks], shuffle=False, verbose=verbose if run.chief else 0)
-        except tf.errors.InvalidArgumentError as error:
-            first = error.message.strip().splitlines()[0]
-            if not any(word in error.message for word in ("PNG", "JPEG", "decode", "Decode")):
-                raise
-            raise ValueError(f"a training image or label could not be decoded ({first}); "
-                             f"{run.source.undecodable_files()}") from error
+        with run.source.decode_errors_named("train", "val"), data_errors_named():  # fit validates too
+            fit(run.model, run.strategy, dataset, epochs=train_cfg.max_iters // chunk,
+                initial_epoch=start // chunk, steps_per_epoch=chunk * run.micro_steps,
+                callbacks=[monitor, *callbacks], shuffle=False, verbose=verbose if run.chief else 0)
     wall = time.perf_counter() - began
     if monitor.failed_at is not None:
         raise NonFiniteLossError(
