@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import ast
 import errno
+import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -60,9 +62,10 @@ def run_main(main, argv=None) -> int:
         return EXIT_USAGE
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            _report(f"no space left on the device while writing {error.filename or 'a file'}: free space (or "
-                    "choose another --work-dir / output) and run the same command again; completed files are "
-                    "kept and a training run resumes from its last checkpoint", verbose)
+            _report(f"no space left on the device while writing {error.filename or 'a file'}"
+                    f"{_free_space(error.filename)}: free space (or choose another --work-dir / output) and run the "
+                    "same command again; completed files are kept and a training run resumes from its last "
+                    "checkpoint", verbose)
             return EXIT_BAD_INPUT
         if isinstance(error, _user_errors()):
             _report(error, verbose)
@@ -88,6 +91,19 @@ def as_flags(text: str) -> str:
     for parameter, flag in FLAGS_OF_PARAMETERS.items():
         text = text.replace(parameter, flag)
     return text
+
+
+def _free_space(path) -> str:
+    """' (N MiB free there)' for the nearest existing folder of ``path``, or nothing when it cannot be told."""
+    if not path:
+        return ""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        return f" ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free there)"
+    except OSError:
+        return ""
 
 
 def _report(message, verbose):

@@ -121,11 +121,13 @@ def _remove(path: Path):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path, *, what: str, timeout_s: float = 1800.0, poll_s: float = 0.2, notice=None):
+def exclusive_lock(path, *, what: str, timeout_s: float = 1800.0, poll_s: float = 0.2, notice=None,
+                   advice: str | None = None):
     """Hold the inter-process lock ``path`` (a file, created if needed) while the block runs; ``what`` says
     what it guards, for the messages. The operating system releases it when its process ends, however it ends,
     so a killed holder never leaves a stale lock. A process that waits says so once (``notice``, default:
-    standard error) and gives up after ``timeout_s`` with a TimeoutError naming the lock and its holder."""
+    standard error) and gives up after ``timeout_s`` with a TimeoutError naming the lock and its holder; with
+    ``timeout_s`` 0 it does not wait: the TimeoutError comes at once, with ``advice``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
@@ -133,6 +135,8 @@ def exclusive_lock(path, *, what: str, timeout_s: float = 1800.0, poll_s: float 
         deadline, told = time.monotonic() + timeout_s, False
         while not _try_lock(handle):
             holder = _holder(path)
+            if timeout_s <= 0:
+                raise TimeoutError(f"{what}: process {holder} holds {path}; {advice or 'try again later'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}: process {holder} has held the lock {path} for more than {timeout_s:.0f} s;"
                                    " if it is stuck, stop it and call again")

@@ -68,7 +68,8 @@ def parse_args(argv):
     parser.add_argument("--winograd", default="auto", choices=("auto", "0", "2", "4"),
                         help="onnx/openvino float32, fixed size: dense 3x3 stride-1 convolutions by Winograd "
                              "F(m x m, 3 x 3), m = 2 or 4; 0: direct; auto (default): 4 where it applies, else 0")
-    parser.add_argument("--data-root", help="images for int8 calibration and the checks (default: synthetic)")
+    parser.add_argument("--data-root", help="images for int8 calibration and the checks (default: the toy configs' generated "
+                             "toy data for a model of the toy's classes, else synthetic images for the checks)")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser.parse_args(argv)

@@ -20,6 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_mv2seg.config import Config
+from keras_mv2seg.datasets_meta import dataset_info
 from keras_mv2seg.data.check import check_dataset
 from keras_mv2seg.errors import data_errors_named
 from keras_mv2seg.data.pipeline import eval_dataset, train_dataset
@@ -128,9 +129,13 @@ def evaluation_data(config: Config, split: str = "val", data_root=None) -> tf.da
 
 
 def has_data(config: Config, data_root=None) -> bool:
-    """Whether images of the config's dataset can be read (a data root, records, TFDS, or the generated toy)."""
-    return bool(data_root or config.data.data_root or config.data.dataset == "toy" or config.data.tfds_data_dir
-                or (config.data.train_records and config.data.val_records))
+    """Whether images of the config's dataset can be read (a data root, records, TFDS, or the generated toy --
+    only for a model of the toy's own classes: a model fine-tuned to other classes has no toy data, and nothing is
+    generated for it)."""
+    toy = config.data.dataset == "toy" and not config.data.class_names and \
+        config.model.num_classes == len(dataset_info("toy").classes)
+    return bool(data_root or (config.data.data_root and config.data.dataset != "toy") or toy
+                or config.data.tfds_data_dir or (config.data.train_records and config.data.val_records))
 
 
 def sample_images(config: Config, split: str, data_root=None, count: int = 8, size=None) -> list:

@@ -95,9 +95,10 @@ def window_starts(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
 
 class Windowed:
     """mmseg ``slide_inference`` as a row stream: logits of ``crop`` windows every ``stride`` pixels averaged
-    where they overlap. Windows are run one grid row at a time (``batch`` windows per network call); the sums
-    are kept only for the rows a later window may still add to (at most one window's height), and rows no
-    window will touch again are handed out divided by their window count."""
+    where they overlap. Windows are run one grid row at a time (``batch`` windows per network call); their sums
+    are kept in a ring of rows (row ``y`` in slot ``y % capacity``) holding only the rows a later window may still
+    add to and those not yet handed out -- about one window's height -- and rows no window will touch again are
+    handed out divided by their window count."""
 
     def __init__(self, source, forward, crop, stride, *, batch: int = 1):
         if min(*crop, *stride) < 1:
@@ -115,9 +116,15 @@ class Windowed:
             col_count[x1:x2] += 1
         self.col_count = col_count[None, :, None]
         self.next_grid_row = 0
-        self.band_start, self.sums = 0, None  # sums of rows band_start.. (None before the first window)
-        if len(self.grid_rows) * len(self.grid_cols) and self.height:
-            self._run_grid_row()  # the channel count is known from here on
+        self.kept = 0  # rows below this one are handed out and dropped
+        self.filled = 0  # rows below this one hold sums (their slots are in use)
+        self.ring = None  # [capacity, width, channels] float32 sums, made with the first window
+        self._run_grid_row()  # the channel count is known from here on
+
+    @property
+    def sums(self) -> np.ndarray:
+        """The rows held, for inspection: ``filled - kept`` rows (at most the ring's capacity)."""
+        return self._slots(self.kept, self.filled)
 
     def windows(self) -> int:
         return len(self.grid_rows) * len(self.grid_cols)
@@ -128,34 +135,61 @@ class Windowed:
             return self.height
         return self.grid_rows[self.next_grid_row][0]
 
+    def _spans(self, start: int, stop: int):
+        """The ring's slices of rows ``start..stop`` (two when they wrap around its end)."""
+        capacity = len(self.ring)
+        first, count = start % capacity, stop - start
+        if first + count <= capacity:
+            return [slice(first, first + count)]
+        return [slice(first, capacity), slice(0, first + count - capacity)]
+
+    def _slots(self, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([self.ring[part] for part in self._spans(start, stop)], axis=0)
+
+    def _reserve(self, stop: int):
+        """Make rows ``filled..stop`` hold zero sums, growing the ring when the rows held would not fit."""
+        if stop <= self.filled:
+            return
+        if self.ring is None or stop - self.kept > len(self.ring):
+            held = self._slots(self.kept, self.filled) if self.ring is not None and self.filled > self.kept else None
+            self.ring = np.zeros((stop - self.kept, self.width, self.channels), np.float32)
+            if held is not None:  # the rows held move to their slots in the larger ring
+                self._write(self.kept, held)
+        else:
+            for part in self._spans(self.filled, stop):
+                self.ring[part] = 0
+        self.filled = stop
+
+    def _write(self, start: int, rows: np.ndarray):
+        offset = 0
+        for part in self._spans(start, start + len(rows)):
+            count = part.stop - part.start
+            self.ring[part] = rows[offset:offset + count]
+            offset += count
+
     def _run_grid_row(self):
         y1, y2 = self.grid_rows[self.next_grid_row]
         strip = self.source.rows(y1, y2)
-        if self.sums is None:
-            self.sums = np.zeros((0, self.width, 0), np.float32)
         for first in range(0, len(self.grid_cols), self.batch):
             spans = self.grid_cols[first:first + self.batch]
             logits = self.forward(np.stack([strip[:, x1:x2] for x1, x2 in spans]))
-            if self.channels is None:
-                self.channels = logits.shape[-1]
-                self.sums = np.zeros((0, self.width, self.channels), np.float32)
-            end = y2 - self.band_start
-            if end > len(self.sums):
-                grown = np.zeros((end, self.width, self.channels), np.float32)
-                grown[:len(self.sums)] = self.sums
-                self.sums = grown
+            self.channels = logits.shape[-1]
+            self._reserve(y2)
             for (x1, x2), window in zip(spans, logits):
-                self.sums[y1 - self.band_start:end, x1:x2] += window
+                offset = 0
+                for part in self._spans(y1, y2):
+                    count = part.stop - part.start
+                    self.ring[part, x1:x2] += window[offset:offset + count]
+                    offset += count
         self.next_grid_row += 1
 
     def rows(self, start: int, stop: int) -> np.ndarray:
+        self.kept = max(self.kept, start)  # rows above start are never asked for again: their slots are free
         while self._final_rows() < stop:
             self._run_grid_row()
-        if start > self.band_start:  # rows above start are never asked for again
-            self.sums = self.sums[start - self.band_start:].copy()
-            self.band_start = start
-        band = self.sums[start - self.band_start:stop - self.band_start]
-        return band / (self.row_count[start:stop, None, None] * self.col_count)
+        band = self._slots(start, stop)
+        band /= self.row_count[start:stop, None, None] * self.col_count
+        return band
 
 
 class Whole:

@@ -32,11 +32,22 @@ class _StagedFile:
         self.handle = open(self.staging, "wb")
 
     def close(self):
-        self.handle.close()
+        try:
+            self._finish()
+            self.handle.close()
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.staging, self.path)
 
+    def _finish(self):
+        """What a format writes after its last row (checked there: every row written)."""
+
     def abort(self):
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError:  # the flush of a file on a full disk
+            pass
         self.staging.unlink(missing_ok=True)
 
     def __enter__(self):
@@ -85,12 +96,10 @@ class PngRows(_StagedFile):
             self.handle.write(_chunk(b"IDAT", compressed))
         self.written += len(rows)
 
-    def close(self):
+    def _finish(self):
         if self.written != self.height:
-            self.abort()
             raise ValueError(f"{self.path}: {self.written} of {self.height} rows written")
         self.handle.write(_chunk(b"IDAT", self.deflate.flush()) + _chunk(b"IEND", b""))
-        super().close()
 
 
 class NpyRows(_StagedFile):
@@ -110,11 +119,9 @@ class NpyRows(_StagedFile):
         self.handle.write(rows.tobytes())
         self.written += len(rows)
 
-    def close(self):
+    def _finish(self):
         if self.written != self.shape[0]:
-            self.abort()
             raise ValueError(f"{self.path}: {self.written} of {self.shape[0]} rows written")
-        super().close()
 
 
 def blend(image_rows: np.ndarray, colours: np.ndarray, opacity: float) -> np.ndarray:

@@ -17,9 +17,12 @@ index) all continue where they stopped.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from keras_mv2seg.data.sources import DataSource
 from keras_mv2seg.evaluation import evaluate
 from keras_mv2seg.models.segmenter import build_segmenter, inference_model, set_sync_batchnorm
 from keras_mv2seg.training.controls import averaged_weights
+from keras_mv2seg.files import exclusive_lock
 from keras_mv2seg.training.distribute import fit, is_chief, make_strategy  # noqa: F401
 from keras_mv2seg.training.recipe import compile_model, with_targets  # noqa: F401 - public here too
 from keras_mv2seg.training.schedule import recipe_schedule
@@ -170,7 +174,16 @@ class _Run:
         return 0
 
     def save_checkpoint(self, iteration: int):
-        path = self.manager.save(checkpoint_number=iteration)
+        try:
+            path = self.manager.save(checkpoint_number=iteration)
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError) as error:
+            if not any(words in error.message for words in ("No space left", "Disk quota", "ENOSPC",
+                                                             "resource exhausted", "RESOURCE_EXHAUSTED")):
+                raise
+            folder = self.work_dir / "checkpoints"
+            for partial in folder.glob(f"ckpt-{iteration}_temp*"):  # TensorFlow's staging folder of this save
+                shutil.rmtree(partial, ignore_errors=True)
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / f"ckpt-{iteration}")) from None
         self.log(f"checkpoint {path}")
 
     def validate(self, iteration: int):
@@ -240,6 +253,37 @@ class _Run:
             print(message, flush=True)
 
 
+def _chief_by_environment(strategy) -> bool:
+    """Whether this process writes the work dir: the chief of a distributed run (from the strategy, or before
+    one is made from ``TF_CONFIG``), every single-process run."""
+    if strategy is not None:
+        return is_chief(strategy)
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        return True  # make_strategy names the bad variable
+    task = cluster.get("task") or {}
+    if not cluster.get("cluster"):
+        return True
+    if "chief" in cluster["cluster"]:
+        return task.get("type") == "chief"
+    return task.get("type") in ("worker", None) and int(task.get("index", 0)) == 0
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir: Path, strategy=None):
+    """Hold ``work_dir/.lock`` for the run: a second run on a work dir in use is refused at once, naming the
+    process that holds it (the operating system releases the lock when its holder ends, however it ends, so a
+    killed run never leaves a stale one). The other workers of a distributed run write no records and take none."""
+    if not _chief_by_environment(strategy):
+        yield
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(work_dir / ".lock", what=f"work dir {work_dir} is in use by another run", timeout_s=0,
+                        advice="wait for it to finish, stop it, or train in another work_dir"):
+        yield
+
+
 def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=None, verbose: int = 1,
           resume_from: str | None = None, callbacks=()) -> dict:
     """Train ``config`` in ``work_dir`` (resuming if it holds a checkpoint); returns the summary written to
@@ -267,6 +311,11 @@ def train(config: Config, work_dir, *, data_root=None, seed: int = 0, strategy=N
         if refusal:
             raise ValueError(f"refusing to train: {refusal}")
     work_dir = Path(work_dir)
+    with work_dir_lock(work_dir, strategy):
+        return _train(config, work_dir, data_root, seed, strategy, verbose, resume_from, callbacks)
+
+
+def _train(config, work_dir: Path, data_root, seed, strategy, verbose, resume_from, callbacks) -> dict:
     check_work_dir(work_dir, config, recovering=resume_from is not None)
     if resume_from is not None:
         abandon_after(work_dir, resume_from)

@@ -4,6 +4,7 @@ loaded (:func:`load_keras_weights`: all or nothing, non-finite values refused)."
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -41,11 +42,30 @@ def save_weights(model: keras.Model, path, config=None) -> Path:
         metadata.update(class_names=list(classes_of(config)), palette=palette_of(config).reshape(-1).tolist())
 
     def save(staging):
-        model.save_weights(staging)
-        with h5py.File(staging, "a") as handle:
-            handle.attrs[METADATA_KEY] = json.dumps(metadata)
+        try:
+            model.save_weights(staging)
+            with h5py.File(staging, "a") as handle:
+                handle.attrs[METADATA_KEY] = json.dumps(metadata)
+        except BaseException as error:
+            _close_h5_files(staging)  # a write that failed (a full disk) leaves HDF5 handles open; closed at
+            if isinstance(error, OSError) and "No space left" in str(error):  # interpreter teardown, SIGSEGV
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+            raise
 
     return atomic_save(path, save)
+
+
+def _close_h5_files(path):
+    """Close every HDF5 file handle this process still holds on ``path``."""
+    target = os.path.realpath(path)
+    for identifier in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = identifier.name.decode() if isinstance(identifier.name, bytes) else identifier.name
+            if os.path.realpath(name) == target:
+                while identifier.valid:
+                    identifier.close()
+        except Exception:  # noqa: BLE001 - best effort on a file already failing
+            pass
 
 
 def weights_metadata(path) -> dict | None:
