@@ -207,3 +207,24 @@ def test_a_work_dir_in_use_is_refused_at_once_and_a_dead_holders_lock_is_taken_o
         holder.wait()
     with work_dir_lock(work_dir):  # the killed holder's lock is gone with it
         assert (work_dir / ".lock").read_text().strip() == str(__import__("os").getpid())
+
+
+def test_split_files_stay_inside_the_dataset_root_and_are_quoted_briefly(tmp_path):
+    import json
+
+    from keras_mv2seg.data.description import read_description
+    from keras_mv2seg.data.layouts import list_samples
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    meta = {"labels": ["background", "sky"]}
+    for outside in ("/etc/passwd", "../secrets.txt"):
+        (root / "dataset_meta.json").write_text(json.dumps({**meta, "splits": {"val": outside}}))
+        with pytest.raises(ValueError, match=r"splits.val names .* outside the dataset root"):
+            read_description(root)
+    (root / "val.txt").write_text("".join(f"line{i}:x:0:0:root:/root:/bin/bash\n" for i in range(40)))
+    (root / "dataset_meta.json").write_text(json.dumps({**meta, "splits": {"val": "val.txt"}}))
+    _, problems = list_samples("custom", root, "val", strict=False)
+    assert len(problems) == 6 and problems[-1].endswith("35 more ids (listed in " + str(root / "val.txt") + ") have "
+                                                        "no image")

@@ -182,7 +182,12 @@ def _from_meta(path: Path) -> DatasetDescription:
             suffixes[key] = value
     splits = meta.get("splits", {})
     if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
-        _fail(source, f"splits must be an object of split name -> file of ids, found {splits!r}")
+        _fail(source, f"splits must be an object of split name -> file of ids, found {str(splits)[:80]!r}")
+    root = path.parent.resolve()
+    for name, value in splits.items():
+        if not (root / value).resolve().is_relative_to(root):
+            _fail(source, f"splits.{name} names {value[:80]!r}, outside the dataset root {root}: split files must be "
+                          "inside the dataset's folder")
     return DatasetDescription(source, classes, colours, background, ignore, encoding, tuple(sorted(pairs)),
                               reduce_zero_label, layout, splits=tuple((k, str(path.parent / v)) for k, v in splits.items()),
                               **suffixes)

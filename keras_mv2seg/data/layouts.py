@@ -173,6 +173,9 @@ def _files(folder: Path, suffixes, problems: list[str], source: str) -> dict[str
     return found
 
 
+_NAMED_IDS = 5  # ids without an image named one by one; the rest counted
+
+
 def _pairs(root: Path, images_dir: Path, masks_dir: Path, description: DatasetDescription, problems: list[str],
            ids: list[str] | None = None, id_source: str = "", default_image_suffix: str = "") -> list[Sample]:
     missing = [f"{folder}: missing folder" for folder in (images_dir, masks_dir) if not folder.is_dir()]
@@ -183,17 +186,21 @@ def _pairs(root: Path, images_dir: Path, masks_dir: Path, description: DatasetDe
     image_suffixes = (suffix,) if suffix else IMAGE_SUFFIXES
     images = _files(images_dir, image_suffixes, problems, description.source)
     masks = _files(masks_dir, (description.seg_map_suffix,), problems, description.source)
-    samples = []
+    samples, unmatched = [], []
+    listed = f" (listed in {id_source})" if id_source else ""
     for image_id in ids if ids is not None else sorted(images):
         image, mask = images.get(image_id), masks.get(image_id)
-        listed = f" (listed in {id_source})" if id_source else ""
         if image is None:
-            problems.append(f"{images_dir / image_id}: no image of id {image_id!r}{listed} "
-                            f"(expected {'/'.join(image_suffixes)})")
+            unmatched.append(image_id)
+            if len(unmatched) <= _NAMED_IDS:  # a file of ids that is not one is quoted in a short excerpt only
+                problems.append(f"{images_dir / image_id[:80]}: no image of id {image_id[:80]!r}{listed} "
+                                f"(expected {'/'.join(image_suffixes)})")
         elif mask is None:
             problems.append(f"{image}: no mask {masks_dir / (image_id + description.seg_map_suffix)}")
         else:
             samples.append(Sample(str(image), str(mask), str(image.relative_to(root)), "custom", description))
+    if len(unmatched) > _NAMED_IDS:
+        problems.append(f"{images_dir}: {len(unmatched) - _NAMED_IDS} more ids{listed} have no image")
     if ids is None:
         for mask_id in sorted(set(masks) - set(images)):
             problems.append(f"{masks[mask_id]}: mask without an image {images_dir / mask_id}.*")
