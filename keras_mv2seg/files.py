@@ -5,6 +5,7 @@ processes -- the workers of one distributed run -- fill at once)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -70,6 +71,19 @@ def _running(pid: int) -> bool:
     return True
 
 
+def disk_full_at(error: BaseException, path) -> OSError | None:
+    """An OSError naming ``path`` for a full disk (or quota) that ``error`` reports without a file name (a write
+    into a staging file; TensorFlow's writers), else None: the tools say which output did not fit."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if error.filename is None or ".tmp-" in os.fspath(error.filename):
+            return OSError(error.errno, os.strerror(error.errno), str(path))
+        return None
+    message = str(getattr(error, "message", "") or error)
+    if "No space left on device" in message or "Disk quota exceeded" in message:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
 def atomic_write(path, data: bytes | str, *, sync: bool = False) -> Path:
     """Write ``data`` so that a crash leaves either the old file or the new one (``sync``: flush to disk
     before the rename, for files a resumed run relies on)."""
@@ -83,9 +97,9 @@ def atomic_write(path, data: bytes | str, *, sync: bool = False) -> Path:
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as error:
         _remove(tmp)
-        raise
+        raise disk_full_at(error, path) or error
     os.replace(tmp, path)
     return path
 
@@ -104,9 +118,9 @@ def atomic_save(path, save, check=None) -> Path:
         if check is not None and check(tmp) is False:
             _remove(tmp)
             return None
-    except BaseException:
+    except BaseException as error:
         _remove(tmp)
-        raise
+        raise disk_full_at(error, path) or error
     if path.is_dir() and tmp.is_dir():
         _remove(path)
     os.replace(tmp, path)

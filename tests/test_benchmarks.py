@@ -14,6 +14,8 @@ RUNS = {
     "bench_inference.py": ["--heads", "fcn", "--sizes", "64x64", "--iters", "1", "--warmup", "1", "--rounds", "1",
                            "--no-reference"],
     "bench_training.py": ["--heads", "fcn", "--crop", "64", "64", "--batch", "1", "--steps", "1", "--no-reference"],
+    "bench_predict.py": ["--config", "toy", "--sizes", "48x64", "--folder", "3", "--folder-size", "32x48", "--rounds",
+                         "1", "--no-reference"],
     "bench_pipeline.py": ["--images", "1", "--count", "2", "--rounds", "1", "--no-reference"],
     "bench_deploy.py": ["--heads", "fcn", "--sizes", "64x64", "--paths", "onnxruntime:float32", "--rounds", "1",
                         "--iters", "1", "--warmup", "1", "--train-iters", "2", "--no-reference"],

@@ -136,3 +136,42 @@ def test_a_worker_nobody_starts_ends_the_start_up_with_its_name_on_either_side()
         assert (f"ConnectionError: multi-worker start-up: no answer within 3 s from worker {missing} at "
                 f"{workers[missing]}. Start every worker of TF_CONFIG") in done.stdout, done.stdout
         assert f"TF_CONFIG={config}" in done.stdout
+
+
+def test_a_port_that_answers_without_a_worker_behind_it_is_not_a_worker():
+    """A program that accepts connections on a worker's address and says nothing (or something else) is not
+    counted: the start-up ends at its timeout naming that worker, instead of waiting inside TensorFlow."""
+    import socket
+    import threading
+    import time
+
+    from keras_mv2seg.training.distribute import rendezvous
+
+    impostor = socket.socket()
+    impostor.bind(("127.0.0.1", 0))
+    impostor.listen(8)
+    impostor.settimeout(0.1)
+    stop = threading.Event()
+
+    def accept_silently():
+        held = []
+        while not stop.is_set():
+            try:
+                held.append(impostor.accept()[0])  # held open, never a word
+            except socket.timeout:
+                continue
+        for connection in held:
+            connection.close()
+
+    thread = threading.Thread(target=accept_silently, daemon=True)
+    thread.start()
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{impostor.getsockname()[1]}"]}
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match=f"no answer within 2 s from worker 1 at {cluster['worker'][1]}"):
+            rendezvous(cluster, "worker", 0, timeout_s=2, notice=lambda text: None)
+    finally:
+        stop.set()
+        thread.join()
+        impostor.close()
+    assert time.monotonic() - started < 10

@@ -30,9 +30,7 @@ import argparse
 import glob
 import os
 import sys
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -188,35 +186,20 @@ def main(argv=None) -> int:
     legend = refuse_existing(out / LEGEND, args.overwrite or args.skip_existing, how="--overwrite (or --skip-existing)")
     segmenter = segmenter_of(args)
     failed, damaged = [], []
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-        images = [path for path in todo if not is_video(path)]
-        position = {path: index for index, path in enumerate(images)}
-        ahead = {}  # the next image decoded while the network runs on this one
-
-        def read_ahead(index):
-            if index < len(images) and images[index] not in ahead:
-                ahead[images[index]] = reader.submit(segmenter.read, images[index])
-
-        read_ahead(0)
-        for path in todo:
-            targets = {kind: output_path(out, stems[path], kind) for kind in output_kinds(path, args)}
-            if is_video(path):
-                if not _video(segmenter, path, targets, args):
-                    damaged.append(path)
-                continue
-            read_ahead(position[path] + 1)
-            try:
-                image = ahead.pop(path).result()
-            except ValueError as error:  # unreadable or over the budget: named, skipped, the status says so
-                print(f"error: {error}; skipped", file=sys.stderr)
-                failed.append(path)
-                continue
-            started = time.perf_counter()
-            present = segmenter.write(image, {kind: target for kind, target in targets.items()},
-                                      opacity=args.opacity, writer=writer)
-            names = ", ".join(f"{c} {segmenter.classes[c]}" for c in sorted(present))
-            print(f"{path} -> {targets['overlay']} ({image.shape[1]}x{image.shape[0]}, "
-                  f"{time.perf_counter() - started:.2f} s; classes {names})")
+    targets = {path: {kind: output_path(out, stems[path], kind) for kind in output_kinds(path, args)}
+               for path in todo}
+    for path in todo:
+        if is_video(path) and not _video(segmenter, path, targets[path], args):
+            damaged.append(path)
+    images = [(path, targets[path]) for path in todo if not is_video(path)]
+    for path, result, seconds in segmenter.write_all(images, opacity=args.opacity):
+        if isinstance(result, Exception):  # unreadable or over the budget: named, skipped, the status says so
+            print(f"error: {result}; skipped", file=sys.stderr)
+            failed.append(path)
+            continue
+        (height, width, _), present = result
+        names = ", ".join(f"{c} {segmenter.classes[c]}" for c in sorted(present))
+        print(f"{path} -> {targets[path]['overlay']} ({width}x{height}, {seconds:.2f} s; classes {names})")
     out.mkdir(parents=True, exist_ok=True)
     plot_legend(segmenter.classes, segmenter.palette, legend)
     videos = sum(is_video(path) for path in todo)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from keras_mv2seg.data.image_files import read_image
 from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of
+from keras_mv2seg.files import disk_full_at
 from keras_mv2seg.inference import Inference, Tiling
 from keras_mv2seg.predictor.outputs import NpyRows, PngRows, blend, confidence_rows
 
@@ -174,17 +176,44 @@ class Segmenter:
                 pending.popleft().result()
             for handle in files.values():
                 handle.close()
-        except BaseException:
+        except BaseException as error:
             for future in pending:
                 future.cancel()
             for handle in files.values():
                 if not handle.handle.closed:
                     handle.abort()
-            raise
+            raise disk_full_at(error, Path(next(iter(targets.values()))).parent) or error
         finally:
             if own_writer:
                 writer.shutdown()
         return present
+
+    def write_all(self, jobs, *, opacity: float = 0.5):
+        """Segment many images into files, overlapping the work: the next image is decoded on a reader thread
+        while the network runs on this one, and outputs are encoded and written on a writer thread while the
+        network computes the next rows (TensorFlow, the decoders and the deflater release the GIL). ``jobs``:
+        (path, targets) pairs as :meth:`write` takes. Yields (path, image shape [H, W, 3] and the class ids
+        present, seconds) per image, or (path, the ValueError that kept it from being read, None): unreadable
+        images and images over the pixel budget are reported, not raised, so a folder goes on."""
+        jobs = list(jobs)
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            ahead = {}
+
+            def read_ahead(index):
+                if index < len(jobs) and index not in ahead:
+                    ahead[index] = reader.submit(self.read, jobs[index][0])
+
+            for index, (path, targets) in enumerate(jobs):
+                read_ahead(index)
+                read_ahead(index + 1)
+                try:
+                    image = ahead.pop(index).result()
+                except ValueError as error:
+                    yield path, error, None
+                    continue
+                started = time.perf_counter()
+                present = self.write(image, targets, opacity=opacity, writer=writer)
+                yield path, (image.shape, present), time.perf_counter() - started
 
     def _write_band(self, files, image_rows, ids, probabilities, opacity):
         if "labels" in files:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 
 import keras
@@ -49,19 +50,36 @@ def cluster_of_tf_config(text: str | None = None) -> tuple[dict, str, int]:
     return cluster, task["type"], task["index"]
 
 
-def _reachable(address: str, timeout_s: float = 0.5) -> bool:
+GREETING = b"keras_mv2seg rendezvous\n"  # what a task's listener says to whoever connects during the start-up
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+
+
+def _answers_as_a_task(address: str, timeout_s: float = 0.5) -> bool:
+    """Whether a task of this run answers at ``address``: its rendezvous listener's greeting, or -- a task that has
+    passed the rendezvous -- TensorFlow's gRPC server, an HTTP/2 server answering the client preface with SETTINGS.
+    A port that accepts and says nothing (another program, a stale forwarder) is not a task."""
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as connection:
+            connection.settimeout(timeout_s)
+            try:
+                first = connection.recv(len(GREETING))
+            except socket.timeout:
+                first = b""
+            if first:  # the greeting, or a gRPC server that opened with its own SETTINGS frame
+                return first == GREETING or (len(first) >= 4 and first[3] == 4)
+            connection.sendall(_HTTP2_PREFACE)
+            frame = connection.recv(9)
+            return len(frame) >= 4 and frame[3] == 4  # an HTTP/2 SETTINGS frame
     except (OSError, ValueError):
         return False
 
 
 def rendezvous(cluster: dict, task_type: str, task_index: int, timeout_s: float, notice=print):
-    """Listen on this task's own address while waiting until every other task's address answers (each task
-    does the same, so all of them pass, and the first to pass is then seen through TensorFlow's own server on
-    that port). ConnectionError naming the silent tasks and ``TF_CONFIG`` after ``timeout_s``."""
+    """Listen on this task's own address, greeting whoever connects, while waiting until every other task answers
+    as one (:func:`_answers_as_a_task`: its greeting, or TensorFlow's own server on that port once it has passed;
+    each task does the same, so all of them pass). ConnectionError naming the silent tasks and ``TF_CONFIG`` after
+    ``timeout_s``; a plain Python loop, so Ctrl+C stops it at once."""
     own = cluster[task_type][task_index]
     port = int(own.rpartition(":")[2])
     peers = {f"{job} {index} at {address}": address for job, addresses in cluster.items()
@@ -75,12 +93,15 @@ def rendezvous(cluster: dict, task_type: str, task_index: int, timeout_s: float,
         raise ConnectionError(f"TF_CONFIG gives this process ({task_type} {task_index}) the address {own}, but port "
                               f"{port} cannot be opened here ({error}); TF_CONFIG={os.environ.get('TF_CONFIG', '')}")
     listener.listen(64)
-    listener.setblocking(False)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    greeter = threading.Thread(target=_greet, args=(listener, stop), daemon=True)  # answers while we probe
+    greeter.start()
     start, answered, told = time.monotonic(), set(), False
     try:
         while True:
-            _drain(listener)
-            answered |= {name for name, address in peers.items() if name not in answered and _reachable(address)}
+            answered |= {name for name, address in peers.items()
+                         if name not in answered and _answers_as_a_task(address)}
             silent = [name for name in peers if name not in answered]
             if not silent:
                 return
@@ -95,15 +116,24 @@ def rendezvous(cluster: dict, task_type: str, task_index: int, timeout_s: float,
                 told = True
             time.sleep(0.2)
     finally:
+        stop.set()
+        greeter.join()
         listener.close()
 
 
-def _drain(listener: socket.socket):
-    while True:
+def _greet(listener: socket.socket, stop: threading.Event):
+    """Greet every peer that connects to this task's listener (they count this task as started) until ``stop``."""
+    while not stop.is_set():
         try:
             connection, _ = listener.accept()
-        except (BlockingIOError, OSError):
+        except (socket.timeout, BlockingIOError):
+            continue
+        except OSError:
             return
+        try:
+            connection.sendall(GREETING)
+        except OSError:
+            pass
         connection.close()
 
 

@@ -5,6 +5,7 @@ loaded (:func:`load_keras_weights`: all or nothing, non-finite values refused)."
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import warnings
@@ -42,30 +43,38 @@ def save_weights(model: keras.Model, path, config=None) -> Path:
         metadata.update(class_names=list(classes_of(config)), palette=palette_of(config).reshape(-1).tolist())
 
     def save(staging):
-        try:
+        data = _weights_file_bytes(model, metadata)
+        if data is None:  # a Keras without the in-memory store: written by Keras itself
             model.save_weights(staging)
             with h5py.File(staging, "a") as handle:
                 handle.attrs[METADATA_KEY] = json.dumps(metadata)
-        except BaseException as error:
-            _close_h5_files(staging)  # a write that failed (a full disk) leaves HDF5 handles open; closed at
-            if isinstance(error, OSError) and "No space left" in str(error):  # interpreter teardown, SIGSEGV
-                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+            return
+        try:
+            with open(staging, "wb") as handle:
+                handle.write(data)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(error.errno, "No space left on device", str(path)) from None
             raise
 
     return atomic_save(path, save)
 
 
-def _close_h5_files(path):
-    """Close every HDF5 file handle this process still holds on ``path``."""
-    target = os.path.realpath(path)
-    for identifier in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        try:
-            name = identifier.name.decode() if isinstance(identifier.name, bytes) else identifier.name
-            if os.path.realpath(name) == target:
-                while identifier.valid:
-                    identifier.close()
-        except Exception:  # noqa: BLE001 - best effort on a file already failing
-            pass
+def _weights_file_bytes(model, metadata) -> bytes | None:
+    """The ``.weights.h5`` file of ``model`` with ``metadata`` as bytes, made in memory (Keras' own HDF5 store
+    over a BytesIO), so that the disk sees one plain write: a full disk is a clean ENOSPC, where HDF5 writing to
+    the disk itself leaves objects whose release crashes the process. None where this Keras lacks that store."""
+    try:
+        from keras.src.saving.saving_lib import H5IOStore, _save_state
+    except ImportError:
+        return None
+    buffer = io.BytesIO()
+    store = H5IOStore(buffer, mode="w")
+    _save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    store.close()
+    with h5py.File(buffer, "a") as handle:
+        handle.attrs[METADATA_KEY] = json.dumps(metadata)
+    return buffer.getvalue()
 
 
 def weights_metadata(path) -> dict | None:
