@@ -57,9 +57,9 @@ elif mode == "folder":  # Segmenter.write_all over a folder, after 2 warm-up ima
     paths = sorted(Path(image).iterdir())
     jobs = lambda folder, items: [(p, {"labels": Path(out) / folder / f"{p.stem}_labels.png",
                                        "overlay": Path(out) / folder / f"{p.stem}_overlay.png"}) for p in items]
-    list(segmenter.write_all(jobs("warmup", paths[:2])))
+    list(segmenter.write_all(jobs("warmup", paths[:2]), overwrite=True))
     started = time.perf_counter()
-    done = list(segmenter.write_all(jobs("run", paths)))
+    done = list(segmenter.write_all(jobs("run", paths), overwrite=True))
     seconds = time.perf_counter() - started
     assert all(not isinstance(result, Exception) for _, result, _ in done), done
     pixels = segmenter.read(paths[0])[None].astype(np.float32)

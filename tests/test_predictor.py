@@ -184,6 +184,8 @@ def test_segmenter_predicts_and_writes_the_same_class_maps(toy, tmp_path):
     targets = {kind: tmp_path / f"out_{kind}.{'npy' if kind == 'scores' else 'png'}"
                for kind in ("labels", "overlay", "scores", "confidence")}
     present = segmenter.write(path, targets)
+    with pytest.raises(FileExistsError, match="out_labels.png exists; pass overwrite=True"):
+        segmenter.write(path, targets)
     assert present == set(np.unique(result.labels).tolist())
     np.testing.assert_array_equal(tf.io.decode_png(targets["labels"].read_bytes()).numpy()[..., 0], result.labels)
     np.testing.assert_array_equal(tf.io.decode_png(targets["overlay"].read_bytes()).numpy(), result.overlay())

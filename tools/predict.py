@@ -192,7 +192,8 @@ def main(argv=None) -> int:
         if is_video(path) and not _video(segmenter, path, targets[path], args):
             damaged.append(path)
     images = [(path, targets[path]) for path in todo if not is_video(path)]
-    for path, result, seconds in segmenter.write_all(images, opacity=args.opacity):
+    # existing outputs were refused above unless --overwrite or --skip-existing chose them
+    for path, result, seconds in segmenter.write_all(images, opacity=args.opacity, overwrite=True):
         if isinstance(result, Exception):  # unreadable or over the budget: named, skipped, the status says so
             print(f"error: {result}; skipped", file=sys.stderr)
             failed.append(path)

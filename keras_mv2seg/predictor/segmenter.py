@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_mv2seg.data.image_files import read_image
 from keras_mv2seg.datasets_meta import classes_of, colorize, palette_of
-from keras_mv2seg.files import disk_full_at
+from keras_mv2seg.files import disk_full_at, refuse_existing
 from keras_mv2seg.inference import Inference, Tiling
 from keras_mv2seg.predictor.outputs import NpyRows, PngRows, blend, confidence_rows
 
@@ -143,14 +143,17 @@ class Segmenter:
 
         return segment_video(self, source, out_path, **options)
 
-    def write(self, image, targets: dict, *, opacity: float = 0.5, writer=None) -> set:
+    def write(self, image, targets: dict, *, opacity: float = 0.5, overwrite: bool = False, writer=None) -> set:
         """Segment ``image`` (path or array) into the files of ``targets`` ({kind: path} for kinds of
         ``OUTPUT_KINDS``: class-id PNG, overlay PNG, float16 probabilities ``.npy``, confidence PNG), band by
-        band: nothing of full size but the decoded image is held. ``writer`` (an executor) encodes and writes
-        while the network runs on the next rows. Returns the class ids present."""
+        band: nothing of full size but the decoded image is held. An existing file is refused unless
+        ``overwrite``. ``writer`` (an executor) encodes and writes while the network runs on the next rows. Returns
+        the class ids present."""
         unknown = set(targets) - set(OUTPUT_KINDS)
         if unknown:
             raise ValueError(f"unknown output kinds {sorted(unknown)}; known: {OUTPUT_KINDS}")
+        for target in targets.values():
+            refuse_existing(target, overwrite)
         if "labels" in targets and len(self.classes) > 256:
             raise ValueError(f"{len(self.classes)} classes do not fit an 8-bit class-id PNG; write the scores instead")
         image, _ = self._image(image)
@@ -188,7 +191,7 @@ class Segmenter:
                 writer.shutdown()
         return present
 
-    def write_all(self, jobs, *, opacity: float = 0.5):
+    def write_all(self, jobs, *, opacity: float = 0.5, overwrite: bool = False):
         """Segment many images into files, overlapping the work: the next image is decoded on a reader thread
         while the network runs on this one, and outputs are encoded and written on a writer thread while the
         network computes the next rows (TensorFlow, the decoders and the deflater release the GIL). ``jobs``:
@@ -212,7 +215,7 @@ class Segmenter:
                     yield path, error, None
                     continue
                 started = time.perf_counter()
-                present = self.write(image, targets, opacity=opacity, writer=writer)
+                present = self.write(image, targets, opacity=opacity, overwrite=overwrite, writer=writer)
                 yield path, (image.shape, present), time.perf_counter() - started
 
     def _write_band(self, files, image_rows, ids, probabilities, opacity):
