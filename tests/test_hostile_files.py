@@ -233,3 +233,11 @@ def test_split_files_stay_inside_the_dataset_root_and_are_quoted_briefly(tmp_pat
     _, problems = list_samples("custom", root, "val", strict=False)
     assert len(problems) == 6 and problems[-1].endswith("35 more ids (listed in " + str(root / "val.txt") + ") have "
                                                         "no image")
+
+
+def test_a_key_repeated_in_dataset_meta_is_refused_not_silently_dropped(tmp_path):
+    from keras_mv2seg.data.description import read_description
+
+    (tmp_path / "dataset_meta.json").write_text('{"labels": ["background", "sky"], "label_map": {"1": 0, "1": 1}}')
+    with pytest.raises(ValueError, match="key '1' appears twice in one object"):
+        read_description(tmp_path)

@@ -124,12 +124,24 @@ def _classes_of(source, meta: dict) -> tuple[str, ...]:
     return names
 
 
+def _unique_keys(pairs) -> dict:
+    """A JSON object's pairs as a dict, refusing a repeated key (``label_map`` entries above all)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise KeyError(key)
+        seen[key] = value
+    return seen
+
+
 def _from_meta(path: Path) -> DatasetDescription:
     source = str(path)
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         _fail(source, f"not a readable JSON file ({error})")
+    except KeyError as error:
+        _fail(source, f"key {error.args[0]!r} appears twice in one object (JSON keeps only the last; say it once)")
     if not isinstance(meta, dict):
         _fail(source, f"expected a JSON object, found {type(meta).__name__}")
     unknown = sorted(set(meta) - _OWN_KEYS - _META_KEYS - _DATUMARO_EXTRA_KEYS)
