@@ -241,3 +241,13 @@ def test_a_key_repeated_in_dataset_meta_is_refused_not_silently_dropped(tmp_path
     (tmp_path / "dataset_meta.json").write_text('{"labels": ["background", "sky"], "label_map": {"1": 0, "1": 1}}')
     with pytest.raises(ValueError, match="key '1' appears twice in one object"):
         read_description(tmp_path)
+
+
+@pytest.mark.parametrize("weights, named", [([1.0, float("nan")], "nan is not"), ([1.0, -2.0], "-2.0 is not"),
+                                            ([0, 0], "all 0")])
+def test_class_weights_that_would_train_on_nothing_or_nan_are_refused(weights, named):
+    from keras_mv2seg.training.losses import FocalLoss, LovaszLoss, SegmentationCrossEntropy
+
+    for loss in (SegmentationCrossEntropy, FocalLoss, LovaszLoss):
+        with pytest.raises(ValueError, match=f"{loss.__name__} class_weight must be finite.*{named}"):
+            loss(class_weight=weights)

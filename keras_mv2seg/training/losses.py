@@ -12,6 +12,7 @@ float64 (the parity tests).
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -49,6 +50,21 @@ def _pixel_cross_entropy(labels, logits, ignore_index):
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
     return tf.where(valid, per_pixel, tf.zeros_like(per_pixel)), tf.cast(valid, logits.dtype)
 
+
+def checked_class_weight(class_weight, loss: str):
+    """``class_weight`` as a list of floats, or None; refused (naming the loss and the value) when a weight is not a
+    finite number >= 0 or all are 0: such weights train on nothing, or on NaN, without another word."""
+    if class_weight is None:
+        return None
+    try:
+        weights = [float(w) for w in class_weight]
+    except (TypeError, ValueError):
+        raise ValueError(f"{loss} class_weight must be a list of numbers, received {class_weight!r}") from None
+    bad = [w for w in weights if not math.isfinite(w) or w < 0]
+    if bad or not any(weights):
+        raise ValueError(f"{loss} class_weight must be finite numbers >= 0, not all 0, received {weights}"
+                         + (f" ({bad[0]} is not)" if bad else " (all 0: every pixel would weigh nothing)"))
+    return weights
 
 class OhemPixelSampler:
     """mmseg's ``OHEMPixelSampler``: per-pixel weights 1 for the hard pixels, 0 elsewhere (no gradient). With
@@ -139,7 +155,7 @@ class SegmentationCrossEntropy(_SegmentationLoss):
                  use_sigmoid: bool = False, loss_weight: float = 1.0, sampler=None,
                  name: str = "segmentation_cross_entropy", **kwargs):
         super().__init__(name, ignore_index, loss_weight, sampler, **kwargs)
-        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
+        self.class_weight = checked_class_weight(class_weight, type(self).__name__)
         self.avg_non_ignore, self.use_sigmoid = bool(avg_non_ignore), bool(use_sigmoid)
         if self.use_sigmoid and self.class_weight is not None:
             raise ValueError("CrossEntropyLoss use_sigmoid with class_weight (BCE's pos_weight) is not supported")
@@ -265,7 +281,7 @@ class FocalLoss(_SegmentationLoss):
                  loss_weight: float = 1.0, name: str = "focal_loss", **kwargs):
         super().__init__(name, ignore_index, loss_weight, None, **kwargs)
         self.gamma, self.alpha = float(gamma), float(alpha)
-        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
+        self.class_weight = checked_class_weight(class_weight, type(self).__name__)
 
     def reduced(self, labels, logits, weights):
         classes = logits.shape[-1]
@@ -319,7 +335,7 @@ class LovaszLoss(_SegmentationLoss):
         super().__init__(name, ignore_index, loss_weight, None, **kwargs)
         self.loss_type, self.per_image, self.image_reduction = loss_type, bool(per_image), reduction
         self.classes = list(classes) if isinstance(classes, (list, tuple)) else classes
-        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
+        self.class_weight = checked_class_weight(class_weight, type(self).__name__)
 
     def _softmax_rows(self, probabilities, labels, valid):
         """[R, P, C] probabilities, [R, P] labels and valid mask -> [R] losses (mmseg's lovasz_softmax_flat)."""
