@@ -39,7 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mv2seg.datasets_meta import cityscapes_label_id_to_train_id
-from keras_mv2seg.data.image_files import MAX_PIXELS_VARIABLE, check_image_size, max_pixels_setting
+from keras_mv2seg.data.image_files import (
+    MAX_PIXELS_VARIABLE, ImageTooLarge, check_image_size, max_pixels_setting,
+)
 from keras_mv2seg.data.png import SIGNATURE, decode_rows
 from keras_mv2seg.errors import data_assertion, pipeline_problem
 
@@ -345,7 +347,12 @@ def _eager(function, *args):
 def read_image(path) -> np.ndarray:
     """uint8 RGB [H, W, 3]; ValueError '<path>: image does not decode (...)', or naming its size when its
     header states more pixels than the budget."""
-    check_image_size(path)
+    try:
+        check_image_size(path)
+    except ImageTooLarge:
+        raise
+    except ValueError:  # not a format the header reader knows, or cut off: TensorFlow's decoder gives its verdict
+        pass
     try:
         return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
     except tf.errors.OpError as error:
