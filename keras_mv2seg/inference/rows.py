@@ -121,11 +121,6 @@ class Windowed:
         self.ring = None  # [capacity, width, channels] float32 sums, made with the first window
         self._run_grid_row()  # the channel count is known from here on
 
-    @property
-    def sums(self) -> np.ndarray:
-        """The rows held, for inspection: ``filled - kept`` rows (at most the ring's capacity)."""
-        return self._slots(self.kept, self.filled)
-
     def windows(self) -> int:
         return len(self.grid_rows) * len(self.grid_cols)
 
